@@ -1,0 +1,292 @@
+"""`cnnexport MODEL`: build, (fuse), save the Paddle inference model, convert to ONNX, smoke-check, write the manifest.
+
+Each step is timed and reported in one line. Everything is written into a staging directory that
+replaces `artifacts/<model>[-fused]/` only once the smoke parity check has passed.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as pkg_metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import isolate, runtimes
+from .artifact import FORMAT, MANIFEST, describe_files, sha256, staged_directory, write_json
+from .compare import CPU_FP32, Tolerance, agreement
+from .errors import BadInput, ExportFailed
+
+MIN_OPSET, MAX_OPSET = 7, 21  # what paddle2onnx 2.x converts; outside it the converter aborts the process
+DEFAULT_OPSET = 17
+INIT_SEED = 0                 # models exported without --weights are built after paddle.seed(INIT_SEED)
+SMOKE_BATCH = 2
+FINITE_ONLY = Tolerance(rel_l2=float("inf"), top1_agreement=0.0)
+
+
+@dataclass
+class ExportOptions:
+    model: str
+    weights: str | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    seed_compat: bool = False
+    fuse: bool = False
+    onnx: bool = False
+    opset: int = DEFAULT_OPSET
+    static_batch: int | None = None
+    fp16: bool = False
+    out: str | None = None
+    artifacts_root: str = "artifacts"
+    model_kwargs: dict = field(default_factory=dict)
+
+    def target(self) -> Path:
+        return Path(self.out) if self.out else Path(self.artifacts_root) / f"{self.model}{'-fused' if self.fuse else ''}"
+
+
+def validate(opts: ExportOptions) -> None:
+    """Reject bad input before any work: one clear reason each."""
+    if opts.onnx and not MIN_OPSET <= opts.opset <= MAX_OPSET:
+        raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
+    if opts.fp16 and not opts.onnx:
+        raise BadInput("--fp16 makes an fp16 variant of the ONNX model: add --onnx")
+    if opts.static_batch is not None and opts.static_batch < 1:
+        raise BadInput(f"--static-batch must be 1 or more, not {opts.static_batch}")
+    if opts.num_classes is not None and opts.num_classes < 1:
+        raise BadInput(f"--num-classes must be 1 or more, not {opts.num_classes}")
+    if opts.weights is not None and not Path(opts.weights).is_file():
+        raise BadInput(f"--weights {opts.weights} does not exist")
+    parent = opts.target().resolve().parent
+    existing = next(p for p in [parent, *parent.parents] if p.exists())
+    if not existing.is_dir() or not _writable(existing):
+        raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
+
+
+def _writable(directory: Path) -> bool:
+    import os
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("cnnexport", "paddlepaddle", "paddlepaddle-gpu", "paddle2onnx", "onnx", "onnxruntime",
+                 "onnxruntime-gpu", "onnxslim"):
+        try:
+            out[dist] = pkg_metadata.version(dist)
+        except pkg_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def parity_batch(n: int, img_size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, img_size, img_size), dtype=np.float32)
+
+
+class _Steps:
+    """Times each step and reports it in one line."""
+
+    def __init__(self, report: Callable[[str], None]):
+        self.report, self.timings = report, {}
+
+    def run(self, name: str, fn: Callable, *args, detail: Callable[[object], str] | None = None, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        note = f"  {detail(result)}" if detail else ""
+        self.report(f"{name:<14}{self.timings[name]:7.1f}s{note}")
+        return result
+
+
+def build_model(name: str, kwargs: dict, weights: str | None):
+    """The eager model as the manifest describes it, in eval mode."""
+    import paddle
+
+    import models
+
+    paddle.seed(INIT_SEED)
+    model = models.create(name, **kwargs)
+    if weights:
+        models.load_weights(model, weights)
+    model.eval()
+    return model
+
+
+def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
+    """paddle.jit.save as the deployment suites expect it; returns Paddle's param name -> state-dict name."""
+    import paddle
+
+    spec = paddle.static.InputSpec(input_shape, "float32", "x")
+    paddle.jit.save(model, str(directory / "inference"), input_spec=[spec])
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return {tensor.name: name for name, tensor in named}
+
+
+def inference_yml(info, name: str, kwargs: dict) -> str:
+    """A PaddleClas/PaddleX-style deploy config: preprocessing, input and postprocessing."""
+    import yaml
+
+    size = kwargs["img_size"]
+    config = {
+        "Global": {"model_name": name, "family": info.family},
+        "Input": {"name": "x", "layout": "NCHW", "dtype": "float32", "shape": [None, 3, size, size],
+                  "color": "RGB"},
+        "PreProcess": {"transform_ops": [
+            {"ResizeImage": {"size": [size, size]}},
+            {"NormalizeImage": {"scale": "1.0/255.0", "mean": list(info.mean), "std": list(info.std), "order": "hwc"}},
+            {"ToCHWImage": None},
+        ]},
+        "PostProcess": {"Topk": {"topk": min(5, kwargs["num_classes"]), "class_num": kwargs["num_classes"]}},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict,
+                    fp16_path: str | None = None) -> dict:
+    """paddle2onnx, then `onnx_tools.finalize` (and the fp16 variant). Runs in a child: the converter
+    can abort its process."""
+    import os
+
+    import onnx
+    import paddle2onnx
+
+    from . import onnx_tools
+
+    try:
+        raw = paddle2onnx.export(program, params, None, opset_version=opset, auto_upgrade_opset=False,
+                                 enable_onnx_checker=True)
+    except UnboundLocalError:  # paddle2onnx logs its own failure, then returns an unbound variable
+        raw = None
+    if not isinstance(raw, bytes):
+        raise RuntimeError("paddle2onnx produced no model")
+    model = onnx_tools.finalize(onnx.load_from_string(raw), metadata)
+    onnx.save(model, out_path)
+    info = {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path)}
+    if fp16_path:
+        half = onnx_tools.to_fp16(model)
+        half.metadata_props.add(key="precision", value="fp16 weights and compute, fp32 input and output")
+        onnx.save(half, fp16_path)
+        info["fp16_size"] = os.path.getsize(fp16_path)
+    return info
+
+
+def smoke_parity(reference: np.ndarray, batch: np.ndarray, paddle_dir: Path, onnx_path: Path | None,
+                 fp16_path: Path | None = None) -> list[dict]:
+    """Paddle Inference and ONNX Runtime on one batch against the eager model; raise if they disagree.
+
+    The fp16 variant is only required to be finite here; its top-1 agreement on real photographs
+    is what `cnnexport verify` checks.
+    """
+    try:
+        paddle_run = runtimes.run_paddle_inference(str(paddle_dir), [batch])
+    except runtimes.AllConfigsFailed as err:
+        raise ExportFailed(str(err)) from None
+    outcomes = [(paddle_run.record, paddle_run.result.outputs[0])]
+    if onnx_path:
+        spec = runtimes.RuntimeSpec("onnxruntime", str(onnx_path))
+        job = isolate.call_isolated(runtimes.run_job, spec, [batch], what=spec.label)
+        outcomes.append(({"runtime": spec.label}, job.outputs[0]))
+    if fp16_path:
+        spec = runtimes.RuntimeSpec("onnxruntime", str(fp16_path))
+        job = isolate.call_isolated(runtimes.run_job, spec, [batch], what=f"{spec.label} fp16")
+        outcomes.append(({"runtime": f"{spec.label} fp16"}, job.outputs[0]))
+    results, failed = [], []
+    for record, output in outcomes:
+        agree = agreement(reference, output)
+        results.append({**record, **agree.to_dict()})
+        tol = FINITE_ONLY if record["runtime"].endswith("fp16") else CPU_FP32
+        if agree.failures(tol):
+            failed.append(f"{record['runtime']}: {'; '.join(agree.failures(tol))}")
+    if failed:
+        raise ExportFailed("smoke parity against the eager model failed: " + " | ".join(failed))
+    return results
+
+
+def export(opts: ExportOptions, report: Callable[[str], None]) -> dict:
+    """Run the export; returns the manifest. Raises BadInput, WeightsError, ExportFailed."""
+    import models
+    from .rewrite import fuse as fuse_model
+
+    validate(opts)
+    info = models.model_info(opts.model)
+    kwargs = {"num_classes": opts.num_classes or info.num_classes, "img_size": opts.img_size or info.input_size,
+              "seed_compat": opts.seed_compat, **opts.model_kwargs}
+    size = kwargs["img_size"]
+    steps = _Steps(report)
+    model = steps.run("build", build_model, opts.model, kwargs, opts.weights,
+                      detail=lambda m: f"{opts.model} ({_params(m):,} params, "
+                                       f"{'weights ' + str(opts.weights) if opts.weights else 'fresh weights, seed 0'})")
+    deploy_model, summary = model, None
+    if opts.fuse:
+        deploy_model, summary = steps.run("fuse", fuse_model, model, size,
+                                          detail=lambda r: r[1].lines()[0])
+        for line in summary.lines()[1:]:
+            report(f"{'':<22}{line}")
+    batch_dim = opts.static_batch
+    batch = parity_batch(opts.static_batch or SMOKE_BATCH, size)
+    import paddle
+    with paddle.no_grad():
+        reference = model(paddle.to_tensor(batch)).numpy()
+
+    target = opts.target()
+    with staged_directory(target) as stage:
+        paddle_dir = stage / "paddle"
+        names = steps.run("paddle-save", save_paddle, deploy_model, paddle_dir, [batch_dim, 3, size, size],
+                          detail=lambda _: f"{paddle_dir.name}/ ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
+        (paddle_dir / "inference.yml").write_text(inference_yml(info, opts.model, kwargs))
+        program, params = runtimes.paddle_model_files(paddle_dir)
+        weights_sha = sha256(Path(opts.weights)) if opts.weights else None
+        onnx_info = None
+        if opts.onnx:
+            meta = {"model": opts.model, "family": info.family, "fused": str(opts.fuse).lower(),
+                    "input": f"x float32 NCHW [{batch_dim or 'batch'},3,{size},{size}]",
+                    "input_size": str(size), "num_classes": str(kwargs["num_classes"]),
+                    "normalisation": f"x = (rgb/255 - mean) / std; mean={list(info.mean)} std={list(info.std)}",
+                    "seed_compat": str(opts.seed_compat).lower(), "weights_sha256": weights_sha or "none (fresh init)",
+                    **{f"version.{k}": v for k, v in versions().items()}}
+            fp16_path = stage / "model.fp16.onnx" if opts.fp16 else None
+            onnx_info = steps.run("onnx", _convert, str(program), str(params), str(stage / "model.onnx"), opts.opset,
+                                  meta, str(fp16_path) if fp16_path else None,
+                                  detail=lambda i: f"model.onnx (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
+                                                   f"{i['size'] / 2**20:.1f} MiB)"
+                                                   + (f", model.fp16.onnx ({i['fp16_size'] / 2**20:.1f} MiB)"
+                                                      if opts.fp16 else ""))
+        parity = steps.run("smoke-parity", smoke_parity, reference, batch, paddle_dir,
+                           stage / "model.onnx" if opts.onnx else None, stage / "model.fp16.onnx" if opts.fp16 else None,
+                           detail=lambda rs: ", ".join(f"{r['runtime']} rel {r['rel_l2']:.1e}" for r in rs))
+        manifest = {
+            "format": FORMAT,
+            "model": {"name": opts.model, "family": info.family, "kwargs": kwargs, "fused": opts.fuse},
+            "weights": {"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
+                        "init_seed": None if opts.weights else INIT_SEED},
+            "input": {"name": "x", "shape": [batch_dim, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                      "color": "RGB", "scale": 1 / 255, "mean": list(info.mean), "std": list(info.std),
+                      "dynamic_batch": batch_dim is None},
+            "output": {"name": "logits", "shape": [batch_dim, kwargs["num_classes"]]},
+            "rewrite": summary.to_dict() if summary else None,
+            "paddle_param_names": names,
+            "onnx": onnx_info,
+            "smoke_parity": parity,
+            "versions": versions(),
+            "timings": steps.timings,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        manifest["files"] = describe_files(stage)
+        write_json(stage / MANIFEST, manifest)
+    report(f"{'written':<14}{'':8}{target}/ ({'dynamic batch' if batch_dim is None else f'static batch {batch_dim}'})")
+    return manifest
+
+
+def _params(model) -> int:
+    from models.fusion import count_params
+    return count_params(model)
+
+
+def _convert(program, params, out_path, opset, meta, fp16_path) -> dict:
+    try:
+        return isolate.call_isolated(convert_to_onnx, program, params, out_path, opset, meta, fp16_path,
+                                     what="paddle2onnx")
+    except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+        errors = [line for line in err.log_tail.splitlines() if "rror" in line]
+        raise ExportFailed(f"ONNX conversion failed: {err}" + (f" ({errors[-1].strip()})" if errors else "")) from None

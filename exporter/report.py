@@ -1,0 +1,133 @@
+"""artifacts/REPORT.md and latency.png from the verify.json of every verified artifact."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from .artifact import finished_artifacts
+from .verify import REPORT_FILE
+
+REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"
+
+
+def load_reports(root: Path) -> list[dict]:
+    reports = []
+    for artifact in finished_artifacts(root):
+        path = artifact / REPORT_FILE
+        if path.is_file():
+            reports.append(json.loads(path.read_text()))
+    return reports
+
+
+def _name(report: dict) -> str:
+    return Path(report["artifact"]).name
+
+
+def parity_rows(reports: list[dict]) -> list[list]:
+    rows = []
+    for rep in reports:
+        for row in rep["rows"]:
+            worst = row.get("worst") or {}
+            rows.append([_name(rep), row["runtime"], row.get("config", ""),
+                         f"{worst['rel_l2']:.1e}" if worst else "-", f"{worst['max_abs']:.1e}" if worst else "-",
+                         f"{worst['cosine']:.7f}" if worst else "-", f"{worst['top1']:.0%}" if worst else "-",
+                         f"{worst['top5']:.0%}" if worst else "-", "pass" if row["passed"] else "FAIL: " + "; ".join(row["failures"])[:120]])
+    return rows
+
+
+def _key(t: dict) -> tuple:
+    return (t["model"], t["runtime"], t["device"], t["mode"], t["batch"], t["precision"])
+
+
+def speed_rows(reports: list[dict]) -> list[list]:
+    """Each timing, with what --fuse buys (unfused p50 / fused p50) and ONNX Runtime over Paddle Inference."""
+    timings = [t for rep in reports for t in rep["timings"]]
+    by_fusion = {(_key(t), t["fused"]): t["p50_ms"] for t in timings}
+    rows = []
+    for t in sorted(timings, key=lambda t: (t["model"], t["fused"], t["device"], t["runtime"], t["mode"], t["batch"])):
+        unfused = by_fusion.get((_key(t), False))
+        fuse_gain = f"{unfused / t['p50_ms']:.2f}x" if t["fused"] and unfused else ""
+        paddle_key = (t["model"], "paddle-inference", t["device"], "run", t["batch"], "fp32")
+        paddle_p50 = by_fusion.get((paddle_key, t["fused"]))
+        ort_gain = f"{paddle_p50 / t['p50_ms']:.2f}x" if t["runtime"] == "onnxruntime" and paddle_p50 else ""
+        rows.append([t["model"] + ("-fused" if t["fused"] else ""), t["label"], t["precision"], t["mode"], t["batch"],
+                     f"{t['p50_ms']:.2f}", f"{t['p90_ms']:.2f}", f"{t['p99_ms']:.2f}", f"{t['images_per_s']:.1f}",
+                     fuse_gain, ort_gain])
+    return rows
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def write_report(root: Path) -> Path | None:
+    from tabulate import tabulate
+
+    reports = load_reports(root)
+    if not reports:
+        return None
+    threads = sorted({rep["threads"] for rep in reports})
+    lines = [
+        "# cnnexport verification report", "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `cnnexport verify` on {_machine()}. "
+        f"CPU runtimes ran with {', '.join(map(str, threads))} thread(s), the same for Paddle Inference and "
+        "ONNX Runtime. Reference: the eager Paddle model (unfused) rebuilt from each manifest.", "",
+        "## Parity (worst over all parity batches: random images at batch 1 and 4, real photographs)", "",
+        tabulate(parity_rows(reports), headers=["artifact", "runtime", "config", "rel L2", "max abs", "cosine",
+                                                 "top-1", "top-5", "result"], tablefmt="github"), "",
+    ]
+    divergences = [(rep, d) for rep in reports for d in rep["divergence"]]
+    if divergences:
+        lines += ["## First divergence", ""]
+        lines += [f"- {_name(rep)} / {d['runtime']}: `{json.dumps({k: v for k, v in d.items() if k != 'runtime'})}`"
+                  for rep, d in divergences]
+        lines.append("")
+    speed = speed_rows(reports)
+    if speed:
+        lines += ["## Speed", "", "p50/p90/p99 latency per call; `fuse gain` = unfused p50 / fused p50 (same runtime, "
+                  "batch, mode); `ORT/Paddle` = Paddle Inference p50 / ONNX Runtime p50 (same artifact, batch).", "",
+                  tabulate(speed, headers=["artifact", "runtime", "precision", "mode", "batch", "p50 ms", "p90 ms",
+                                           "p99 ms", "images/s", "fuse gain", "ORT/Paddle"], tablefmt="github"), "",
+                  f"![latency]({CHART_PNG})", ""]
+        _chart([t for rep in reports for t in rep["timings"]], root / CHART_PNG)
+    path = root / REPORT_MD
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _chart(timings: list[dict], path: Path) -> None:
+    import logging
+
+    import matplotlib
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[str, float]] = {}
+    for t in timings:
+        name = f"{t['model']}{'-fused' if t['fused'] else ''} b{t['batch']}"
+        series.setdefault(f"{t['label']} {t['precision']} {t['mode']}", {})[name] = t["p50_ms"]
+    groups = sorted({g for s in series.values() for g in s})
+    fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.9), 5))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(sorted(series.items())):
+        ax.bar([g + i * width for g in range(len(groups))], [values.get(g, 0) for g in groups], width, label=label)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=45, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency (ms, log scale)")
+    ax.set_title("Latency per runtime and batch")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

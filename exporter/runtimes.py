@@ -1,0 +1,224 @@
+"""The runtimes an artifact is checked in, behind one interface: `open_runtime(spec)(batch) -> logits`.
+
+Importing this module imports neither Paddle nor paddle2onnx (GPU machines may have neither);
+each runtime imports its own library when opened. Runtimes are meant to be opened inside
+`isolate.call_isolated`, one child process per runtime, so that a native crash is contained:
+`run_job` is that child's entry point.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PaddleConfig:
+    """One Paddle Inference configuration; `apply` sets it on a `paddle.inference.Config`."""
+
+    name: str
+    device: str = "cpu"
+    onednn: bool = False
+    ir_optim: bool = True
+    tensorrt: bool = False
+
+    def apply(self, config, threads: int) -> None:
+        if self.device == "gpu":
+            config.enable_use_gpu(256, 0)
+            if self.tensorrt:
+                from paddle.inference import PrecisionType
+                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=64, min_subgraph_size=3,
+                                              precision_mode=PrecisionType.Float32, use_static=False,
+                                              use_calib_mode=False)
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads)
+            if self.onednn:
+                config.enable_mkldnn()
+            else:
+                config.disable_mkldnn()
+        config.switch_ir_optim(self.ir_optim)
+
+
+# Tried in order until one runs. Paddle Inference 3.x's default CPU path (oneDNN) segfaults on
+# some graphs of this zoo; the documented fallback is oneDNN off, then no IR optimisation.
+CPU_PADDLE_CONFIGS = (
+    PaddleConfig("cpu-onednn", onednn=True),
+    PaddleConfig("cpu-native"),
+    PaddleConfig("cpu-native-no-ir-optim", ir_optim=False),
+)
+GPU_PADDLE_CONFIGS = (
+    PaddleConfig("gpu-tensorrt", "gpu", tensorrt=True),
+    PaddleConfig("gpu", "gpu"),
+    PaddleConfig("gpu-no-ir-optim", "gpu", ir_optim=False),
+)
+
+
+def paddle_configs(device: str, tensorrt: bool = False) -> tuple[PaddleConfig, ...]:
+    """The configurations to try for `device`, best first (TensorRT only when it is installed)."""
+    if device == "gpu":
+        return GPU_PADDLE_CONFIGS if tensorrt else GPU_PADDLE_CONFIGS[1:]
+    return CPU_PADDLE_CONFIGS
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Which runtime runs which file on which device, and how. Plain data: it crosses processes."""
+
+    kind: str                   # "paddle-inference" | "onnxruntime" | "onnx-reference"
+    model_path: str             # the paddle/ directory or the .onnx file
+    device: str = "cpu"
+    threads: int = 0            # 0: all cores
+    paddle_config: PaddleConfig | None = None
+    tf32: bool = True           # ONNX Runtime CUDA: TensorFloat-32 matmuls and convs
+    cuda_graph: bool = False
+    prefer_nhwc: bool = False
+    precision: str = "fp32"     # of the model file: "fp16" for model.fp16.onnx
+
+    @property
+    def label(self) -> str:
+        extra = ""
+        if self.kind == "paddle-inference" and self.paddle_config:
+            extra = f" [{self.paddle_config.name}]"
+        elif self.kind == "onnxruntime" and self.device == "gpu" and self.precision == "fp32":
+            extra = " [tf32]" if self.tf32 else " [fp32]"
+        return f"{self.kind}/{self.device}{extra}" + (f" {self.precision}" if self.precision != "fp32" else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_threads(threads: int) -> int:
+    return threads or os.cpu_count() or 1
+
+
+def paddle_model_files(model_dir: str | Path) -> tuple[Path, Path]:
+    """(program, params) of a Paddle inference directory: inference.json on Paddle 3, .pdmodel before."""
+    model_dir = Path(model_dir)
+    for program in ("inference.json", "inference.pdmodel"):
+        if (model_dir / program).is_file():
+            return model_dir / program, model_dir / "inference.pdiparams"
+    raise FileNotFoundError(f"no inference.json or inference.pdmodel in {model_dir}")
+
+
+def _open_paddle(spec: RuntimeSpec) -> Infer:
+    from paddle import inference
+
+    program, params = paddle_model_files(spec.model_path)
+    config = inference.Config(str(program), str(params))
+    config.disable_glog_info()
+    spec.paddle_config.apply(config, default_threads(spec.threads))
+    predictor = inference.create_predictor(config)
+    (input_name,), (output_name,) = predictor.get_input_names(), predictor.get_output_names()
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        handle = predictor.get_input_handle(input_name)
+        handle.reshape(batch.shape)
+        handle.copy_from_cpu(np.ascontiguousarray(batch))
+        predictor.run()
+        return predictor.get_output_handle(output_name).copy_to_cpu()
+
+    return infer
+
+
+def ort_providers(spec: RuntimeSpec) -> list:
+    if spec.device != "gpu":
+        return ["CPUExecutionProvider"]
+    cuda = {"use_tf32": "1" if spec.tf32 else "0", "prefer_nhwc": "1" if spec.prefer_nhwc else "0",
+            "enable_cuda_graph": "1" if spec.cuda_graph else "0"}
+    return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+
+
+def ort_session(spec: RuntimeSpec, model=None):
+    """An ONNX Runtime session for `spec` (or for `model`, bytes of another graph, with its options)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: the CLI's output stays readable
+    options.intra_op_num_threads = default_threads(spec.threads)
+    session = ort.InferenceSession(model if model is not None else spec.model_path, options,
+                                   providers=ort_providers(spec))
+    if spec.device == "gpu" and "CUDAExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"ONNX Runtime did not enable CUDA (providers: {session.get_providers()})")
+    return session
+
+
+def _open_onnxruntime(spec: RuntimeSpec) -> Infer:
+    session = ort_session(spec)
+    input_name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {input_name: batch})[0]
+
+
+def _open_reference(spec: RuntimeSpec) -> Infer:
+    """onnx's own Python evaluator: slow, but it shares no code with ONNX Runtime or Paddle."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(spec.model_path)
+    evaluator = ReferenceEvaluator(model)
+    input_name = model.graph.input[0].name
+    return lambda batch: evaluator.run(None, {input_name: batch})[0]
+
+
+_OPENERS = {"paddle-inference": _open_paddle, "onnxruntime": _open_onnxruntime, "onnx-reference": _open_reference}
+BUILT_IN_KINDS = tuple(_OPENERS)
+
+
+def open_runtime(spec: RuntimeSpec) -> Infer:
+    """A built-in kind, or "package.module:function" for a runtime of one's own (e.g. OpenVINO)."""
+    if ":" in spec.kind:
+        import importlib
+        module, _, function = spec.kind.partition(":")
+        return getattr(importlib.import_module(module), function)(spec)
+    return _OPENERS[spec.kind](spec)
+
+
+@dataclass
+class JobResult:
+    outputs: list[np.ndarray]
+    timings: list[dict] = field(default_factory=list)
+
+
+def run_job(spec: RuntimeSpec, batches: list[np.ndarray], bench_plan=None) -> JobResult:
+    """Child-process entry point: outputs for `batches`, then timings if a bench plan is given."""
+    infer = open_runtime(spec)
+    result = JobResult([np.asarray(infer(b)) for b in batches])
+    if bench_plan is not None:
+        from .bench import benchmark
+        result.timings = benchmark(spec, infer, bench_plan)
+    return result
+
+
+class AllConfigsFailed(RuntimeError):
+    def __init__(self, attempts: list[dict]):
+        self.attempts = attempts
+        super().__init__("Paddle Inference failed in every configuration: "
+                         + "; ".join(f"{a['config']}: {a['error']}" for a in attempts))
+
+
+@dataclass
+class PaddleRun:
+    result: JobResult
+    record: dict      # the runtime label, the configuration that ran, the ones that failed before it
+
+
+def run_paddle_inference(paddle_dir: str, batches: list[np.ndarray], device: str = "cpu", bench_plan=None,
+                         threads: int = 0) -> PaddleRun:
+    """Paddle Inference in a child process per configuration, best first, until one survives."""
+    from . import isolate
+
+    attempts = []
+    for config in paddle_configs(device):
+        spec = RuntimeSpec("paddle-inference", paddle_dir, device=device, threads=threads, paddle_config=config)
+        try:
+            result = isolate.call_isolated(run_job, spec, batches, bench_plan, what=spec.label)
+        except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+            attempts.append({"config": config.name, "error": str(err)})
+            continue
+        return PaddleRun(result, {"runtime": spec.label, "config": config.name, "failed_configs": attempts})
+    raise AllConfigsFailed(attempts)

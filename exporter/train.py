@@ -1,0 +1,678 @@
+"""`cnnexport train`: train a zoo model on CIFAR-format data with its seed notebook's recipe.
+
+Every family has the recipe of the notebook it comes from (`RECIPES`): optimizer, learning-rate
+schedule, epochs, batch size and augmentations, with label-smoothing cross-entropy (0.1) for all.
+Two families also anneal a knob that is not a weight (`DeepTraining`): VanillaNet's leaky-ReLU
+slope `act_learn` (0 -> 1) and AlexNet-DY's routing temperature (30 -> 1). Neither is in the state
+dict, and a model rebuilt from a weights file has both at 1, so `best_model.pdparams` is only
+chosen among epochs that ran at 1.
+
+A run directory holds `best_model.pdparams` / `final_model.pdparams` (plain state dicts),
+`last_checkpoint.pdckpt` (weights, optimizer and LR-scheduler state, epoch, best accuracy: what
+`--resume` needs), `metrics.json`, `config.json` (the recipe as run) and `loss.png` /
+`accuracy.png`. Files are written to a temporary name and renamed, so an interrupt leaves the
+previous complete version.
+
+Under `python -m paddle.distributed.launch` (world size > 1) the model is wrapped in
+`paddle.DataParallel`, batches are sharded per rank and only rank 0 writes.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import pickle
+import random
+import time
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import paddle.vision.transforms as T
+from tqdm import tqdm
+
+import models
+from models.dynamic_conv import set_temperature
+from models.weights import WeightsError, restricted_load, state_dict_arrays
+
+from .cifar import CifarData, CifarDataset, read_cifar_tarball
+from .errors import BadInput
+
+# Paddle's BatchNorm warns on every training forward that it tracks running statistics; it
+# would land in the middle of the progress bar and says nothing about this run.
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
+
+LABEL_SMOOTHING = 0.1
+CHECKPOINT = "last_checkpoint.pdckpt"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+
+
+# ----------------------------------------------------------------------------- the loss
+
+def label_smoothing_cross_entropy(logits, labels):
+    """The notebooks' LabelSmoothingCrossEntropy: (1 - eps) * nll + eps * mean_k(-log_softmax), batch mean.
+
+    Paddle's built-in smooths the one-hot target to (1 - eps) * onehot + eps / K, and the cross
+    entropy against that target is the same sum (tests/test_train.py checks it numerically).
+    """
+    return F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
+
+
+# ----------------------------------------------------------------------------- augmentations
+
+Transform = tuple[str, dict]  # a paddle.vision.transforms class name and its keyword arguments
+
+JITTER: Transform = ("ColorJitter", {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2})
+FLIP: Transform = ("RandomHorizontalFlip", {"prob": 0.5})
+ROTATE: Transform = ("RandomRotation", {"degrees": 20})
+
+
+def _scaled(size: int, notebook_value: float, notebook_size: int) -> int:
+    """A notebook pixel count at its input size, carried over to `size`."""
+    return max(1, round(size * notebook_value / notebook_size))
+
+
+def _vanillanet_augment(s: int) -> list[Transform]:
+    return [("RandomResizedCrop", {"size": s, "scale": (0.6, 1.0)}), JITTER, FLIP, ROTATE]
+
+
+def _moganet_augment(s: int) -> list[Transform]:
+    return [("RandomResizedCrop", {"size": s}), JITTER, FLIP, ROTATE]
+
+
+def _softpool_augment(s: int) -> list[Transform]:
+    resized = _scaled(s, 230, 224)
+    return [("Resize", {"size": (resized, resized)}), JITTER,
+            ("RandomResizedCrop", {"size": s, "scale": (0.6, 1.0)}), FLIP, ROTATE]
+
+
+def _dynamic_conv_augment(s: int) -> list[Transform]:
+    resized = _scaled(s, 130, 128)
+    return [("Resize", {"size": (resized, resized)}), ("RandomResizedCrop", {"size": s}), FLIP]
+
+
+def _orthonet_augment(s: int) -> list[Transform]:
+    # The notebook crops 32 px CIFAR images at 32 px; the resize makes that hold at any size
+    # (it returns a 32 px image unchanged).
+    return [("Resize", {"size": (s, s)}), ("RandomCrop", {"size": s, "padding": _scaled(s, 4, 32)}),
+            JITTER, FLIP, ROTATE]
+
+
+def eval_transforms(s: int) -> list[Transform]:
+    return [("Resize", {"size": (s, s)})]
+
+
+def build_transform(spec: list[Transform]) -> T.Compose:
+    return T.Compose([getattr(T, name)(**kwargs) for name, kwargs in spec])
+
+
+def describe_transforms(spec: list[Transform]) -> list[str]:
+    return [f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})" for name, kwargs in spec]
+
+
+# ----------------------------------------------------------------------------- LR schedules
+
+@dataclass(frozen=True)
+class CosinePerIteration:
+    """CosineAnnealingDecay stepped after every batch over the whole run (T_max = steps/epoch * epochs)."""
+
+    per_iteration = True
+
+    def build(self, lr: float, steps_per_epoch: int, epochs: int):
+        return paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=steps_per_epoch * epochs)
+
+    def describe(self, steps_per_epoch: int, epochs: int) -> dict:
+        return {"name": "CosineAnnealingDecay", "T_max": steps_per_epoch * epochs, "stepped": "per iteration"}
+
+
+@dataclass(frozen=True)
+class MultiStepPerEpoch:
+    """MultiStepDecay (x0.1 at each milestone) stepped after every epoch."""
+
+    milestones: tuple[int, ...] = (30, 60, 90)
+    per_iteration = False
+
+    def build(self, lr: float, steps_per_epoch: int, epochs: int):
+        return paddle.optimizer.lr.MultiStepDecay(lr, milestones=list(self.milestones))
+
+    def describe(self, steps_per_epoch: int, epochs: int) -> dict:
+        return {"name": "MultiStepDecay", "milestones": list(self.milestones), "gamma": 0.1, "stepped": "per epoch"}
+
+
+# ----------------------------------------------------------------------------- deep-training knobs
+
+@dataclass(frozen=True)
+class DeepTraining(ABC):
+    """A per-epoch value of a knob outside the state dict; the deploy value is 1."""
+
+    knob: str
+    start: float
+    end_epoch: int  # the first epoch (0-based) that runs at 1
+
+    @abstractmethod
+    def value(self, epoch: int) -> float: ...
+
+    @abstractmethod
+    def apply(self, model, epoch: int) -> None: ...
+
+    def deploy_ready(self, epoch: int) -> bool:
+        return self.value(epoch) == 1
+
+    def model_kwargs(self) -> dict:
+        return {}
+
+    def describe(self) -> dict:
+        first_at_1 = next(e for e in range(self.end_epoch + 1) if self.value(e) == 1)
+        return {"knob": self.knob, "start": self.start, "reaches_1_at_epoch": first_at_1 + 1}
+
+
+@dataclass(frozen=True)
+class ActLearnSchedule(DeepTraining):
+    """VanillaNet: act_learn = epoch / decay_epochs, then 1 (notebook: 20 of 50 epochs)."""
+
+    knob: str = "act_learn"
+    start: float = 0.0
+    end_epoch: int = 20
+
+    @classmethod
+    def for_run(cls, info: models.ModelInfo, epochs: int) -> "ActLearnSchedule":
+        # The last epoch must run at 1 or the final model cannot be fused: compress short runs.
+        return cls(end_epoch=min(20, epochs - 1))
+
+    def value(self, epoch: int) -> float:
+        return 1.0 if epoch >= self.end_epoch else epoch / self.end_epoch
+
+    def apply(self, model, epoch: int) -> None:
+        model.change_act(self.value(epoch))
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule(DeepTraining):
+    """Dynamic convolution: temperature = max(30 - step * epoch, 1).
+
+    The notebook's step is 30 // 10 = 3 (1 from epoch 10 on); step = ceil(29 / end_epoch) is
+    that same 3 for end_epoch 10 and reaches 1 by `end_epoch` when a short run compresses it.
+    """
+
+    knob: str = "temperature"
+    start: float = 30.0
+    end_epoch: int = 10
+
+    @classmethod
+    def for_run(cls, info: models.ModelInfo, epochs: int) -> "DeepTraining":
+        if "temperature" not in inspect.signature(info.constructor).parameters:
+            return NO_DEEP_TRAINING  # AlexNet-BN, the notebook's baseline, has no routing
+        end_epoch = min(10, epochs - 1)
+        return cls(start=30.0 if end_epoch else 1.0, end_epoch=end_epoch)
+
+    @property
+    def step(self) -> int:
+        return math.ceil((self.start - 1) / self.end_epoch) if self.end_epoch else 0
+
+    def value(self, epoch: int) -> float:
+        return max(self.start - self.step * epoch, 1.0)
+
+    def apply(self, model, epoch: int) -> None:
+        set_temperature(model, self.value(epoch))
+
+    def model_kwargs(self) -> dict:
+        return {"temperature": self.start}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "step_per_epoch": self.step}
+
+
+@dataclass(frozen=True)
+class _NoDeepTraining(DeepTraining):
+    knob: str = ""
+    start: float = 1.0
+    end_epoch: int = 0
+
+    def value(self, epoch: int) -> float:
+        return 1.0
+
+    def apply(self, model, epoch: int) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {}
+
+
+NO_DEEP_TRAINING = _NoDeepTraining()
+
+
+def _no_deep_training(info: models.ModelInfo, epochs: int) -> DeepTraining:
+    return NO_DEEP_TRAINING
+
+
+# ----------------------------------------------------------------------------- the recipes
+
+@dataclass(frozen=True)
+class Recipe:
+    """One family's training settings, from its seed notebook; epochs, batch size and lr are overridable."""
+
+    optimizer: str  # a paddle.optimizer class
+    lr: float
+    weight_decay: float
+    lr_schedule: CosinePerIteration | MultiStepPerEpoch
+    epochs: int
+    batch_size: int
+    augment: Callable[[int], list[Transform]]
+    deep_training: Callable[[models.ModelInfo, int], DeepTraining] = _no_deep_training
+    optimizer_kwargs: dict = field(default_factory=dict)
+
+
+_ADAM = dict(optimizer="Adam", lr=1e-3, weight_decay=1e-5, lr_schedule=CosinePerIteration(), batch_size=128)
+
+RECIPES: dict[str, Recipe] = {
+    "moganet": Recipe(**_ADAM, epochs=100, augment=_moganet_augment),
+    "vanillanet": Recipe(**_ADAM, epochs=50, augment=_vanillanet_augment, deep_training=ActLearnSchedule.for_run),
+    "softpool": Recipe(**_ADAM, epochs=50, augment=_softpool_augment),
+    "dynamic_conv": Recipe(optimizer="SGD", lr=0.1, weight_decay=1e-5, lr_schedule=MultiStepPerEpoch(),
+                           epochs=100, batch_size=512, augment=_dynamic_conv_augment,
+                           deep_training=TemperatureSchedule.for_run),
+    "orthonet": Recipe(optimizer="Momentum", lr=0.1, weight_decay=5e-4, lr_schedule=MultiStepPerEpoch(),
+                       epochs=100, batch_size=256, augment=_orthonet_augment, optimizer_kwargs={"momentum": 0.9}),
+}
+
+
+# ----------------------------------------------------------------------------- run arguments and resume
+
+
+@dataclass(frozen=True)
+class RunArguments:
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    img_size: int
+    num_classes: int
+    seed: int
+    seed_compat: bool
+
+    @classmethod
+    def resolve(cls, info: models.ModelInfo, recipe: Recipe, data: CifarData, given: dict) -> "RunArguments":
+        def pick(key, default):
+            return default if given[key] is None else given[key]
+
+        args = cls(info.name, pick("epochs", recipe.epochs), pick("batch_size", recipe.batch_size),
+                   pick("lr", recipe.lr), pick("img_size", info.input_size),
+                   pick("num_classes", len(data.label_names)), given["seed"], given["seed_compat"])
+        for key in ("epochs", "batch_size", "img_size", "num_classes"):
+            if getattr(args, key) < 1:
+                raise BadInput(f"{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
+        if args.lr <= 0:
+            raise BadInput(f"lr must be positive, got {args.lr}")
+        if args.num_classes < len(data.label_names):
+            raise BadInput(f"num_classes {args.num_classes} is fewer than the {len(data.label_names)} classes "
+                           "the data names")
+        return args
+
+
+def _resume_paths(resume: str) -> tuple[Path, Path]:
+    """(run directory, checkpoint file) from a run directory or a checkpoint path."""
+    path = Path(resume)
+    checkpoint = path / CHECKPOINT if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise BadInput(f"--resume {resume}: no checkpoint there (expected a run directory holding {CHECKPOINT}, "
+                       "or that file)")
+    return checkpoint.parent, checkpoint
+
+
+def _recorded_arguments(run_dir: Path, model: str, given: dict) -> dict:
+    """The arguments config.json recorded; a given value that is not its default must agree with them."""
+    try:
+        recorded = json.loads((run_dir / CONFIG).read_text())["arguments"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadInput(f"--resume {run_dir}: {CONFIG} is missing or unreadable, "
+                       "so the run's recipe is unknown") from None
+    if recorded.get("model") != model:
+        raise BadInput(f"--resume {run_dir}: that run trains {recorded.get('model')!r}, not {model!r}")
+    defaults = inspect.signature(run_training).parameters
+    for key, value in given.items():
+        if value != defaults[key].default and value != recorded.get(key):
+            raise BadInput(f"--resume {run_dir}: the run was started with {key}={recorded.get(key)!r}; "
+                           f"leave {key} out or pass the same value (got {value!r})")
+    return {key: recorded.get(key) for key in given}
+
+
+def _new_run_dir(model: str, out: str | None) -> Path:
+    run_dir = Path(out) if out else Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
+    if (run_dir / CONFIG).exists():
+        raise BadInput(f"{run_dir} already holds a run: continue it with --resume {run_dir} or pick another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(f"--out {run_dir} is a file, not a directory")
+    return run_dir
+
+
+# ----------------------------------------------------------------------------- devices and ranks
+
+def select_device(device: str) -> str:
+    """'cpu' or 'gpu' ('auto': gpu where this Paddle build has CUDA and sees a device)."""
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "auto":
+        device = "gpu" if has_gpu else "cpu"
+    if device not in ("cpu", "gpu"):
+        raise BadInput(f"--device must be cpu, gpu or auto, got {device!r}")
+    if device == "gpu" and not has_gpu:
+        raise BadInput("--device gpu: this Paddle build has no CUDA support or sees no GPU "
+                       "(install paddlepaddle-gpu, or pass --device cpu)")
+    # Under paddle.distributed.launch, "gpu" is this rank's card (FLAGS_selected_gpus).
+    paddle.set_device(device)
+    return device
+
+
+def wrap_for_world(model, world_size: int):
+    """DataParallel across ranks when launched on several devices; the plain model otherwise."""
+    if world_size == 1:
+        return model
+    paddle.distributed.init_parallel_env()
+    return paddle.DataParallel(model)
+
+
+def unwrap(model):
+    """The layer under a DataParallel wrapper, so state-dict keys carry no `_layers.` prefix."""
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """The recipe's batch size is the global one: each rank takes its share."""
+    if batch_size < world_size:
+        raise BadInput(f"batch size {batch_size} is smaller than the {world_size} devices it is shared across")
+    return batch_size // world_size
+
+
+def _all_reduce_sum(values: np.ndarray, world_size: int) -> np.ndarray:
+    if world_size == 1:
+        return values
+    tensor = paddle.to_tensor(values)
+    paddle.distributed.all_reduce(tensor)
+    return tensor.numpy()
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Every epoch re-seeds all generators from (seed, epoch), so a resumed run repeats an uninterrupted one."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    paddle.seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ----------------------------------------------------------------------------- files
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary name in the same directory, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, obj) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def _save_state_dict(model, path: Path) -> None:
+    _atomic_write(path, lambda tmp: paddle.save(model.state_dict(), tmp))
+
+
+def _to_numpy(obj):
+    if isinstance(obj, dict):
+        return {key: _to_numpy(value) for key, value in obj.items()}
+    return obj.numpy() if isinstance(obj, paddle.Tensor) else obj
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint, read with the arrays-only unpickler (a crafted file cannot run code)."""
+    try:
+        with open(path, "rb") as f:
+            state = restricted_load(f)
+    except WeightsError as err:
+        raise BadInput(f"--resume {path}: {err}") from None
+    except Exception as err:  # a truncated or foreign file fails in many ways inside pickle
+        raise BadInput(f"--resume {path} is not a readable checkpoint: {err}") from None
+    if not isinstance(state, dict) or not {"epochs_done", "model", "optimizer"} <= state.keys():
+        raise BadInput(f"--resume {path} is not a cnnexport training checkpoint")
+    return state
+
+
+def plot_curves(history: list[dict], run_dir: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    curves = (("loss.png", "loss", "label-smoothing cross-entropy"), ("accuracy.png", "acc", "accuracy"))
+    for name, key, ylabel in curves:
+        fig = Figure(figsize=(6, 4), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], marker="o", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        _atomic_write(run_dir / name, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+# ----------------------------------------------------------------------------- training
+
+class _Trainer:
+    def __init__(self, args: RunArguments, data: CifarData, run_dir: Path, device: str, progress: bool):
+        info = models.model_info(args.model)
+        self.args, self.run_dir, self.device = args, run_dir, device
+        self.recipe = RECIPES[info.family]
+        self.world_size = paddle.distributed.get_world_size()
+        self.is_writer = paddle.distributed.get_rank() == 0
+        self.progress = progress and self.is_writer
+        self.deep = self.recipe.deep_training(info, args.epochs)
+        self.model_kwargs = self.deep.model_kwargs()
+
+        seed_everything(args.seed)
+        self.net = models.create(args.model, num_classes=args.num_classes, img_size=args.img_size,
+                                 seed_compat=args.seed_compat, **self.model_kwargs)
+        self.model = wrap_for_world(self.net, self.world_size)
+
+        self.train_spec = self.recipe.augment(args.img_size)
+        self.test_spec = eval_transforms(args.img_size)
+        self._build_loaders(data, info, device)
+        self.steps_per_epoch = len(self.train_loader)
+        self.scheduler = self.recipe.lr_schedule.build(args.lr, self.steps_per_epoch, args.epochs)
+        self.optimizer = getattr(paddle.optimizer, self.recipe.optimizer)(
+            learning_rate=self.scheduler, parameters=self.model.parameters(),
+            weight_decay=self.recipe.weight_decay, **self.recipe.optimizer_kwargs)
+        self.data, self.info = data, info
+        self.epochs_done, self.best_val_acc, self.best_epoch = 0, None, None
+        self.history: list[dict] = []
+
+    def _build_loaders(self, data: CifarData, info: models.ModelInfo, device: str) -> None:
+        train_set = CifarDataset(data.train_images, data.train_labels, build_transform(self.train_spec),
+                                 info.mean, info.std)
+        val_set = CifarDataset(data.test_images, data.test_labels, build_transform(self.test_spec), info.mean, info.std)
+        self.batch = per_rank_batch(self.args.batch_size, self.world_size)
+        if len(train_set) < self.batch * self.world_size:
+            raise BadInput(f"the training split has {len(train_set)} images, fewer than one batch of "
+                           f"{self.args.batch_size}: pass a smaller batch size")
+        # Whole-run shuffles, batches dropping the ragged end, as the notebooks' loaders do; the
+        # distributed sampler is also right for one rank, where it takes every batch.
+        self.sampler = paddle.io.DistributedBatchSampler(train_set, self.batch, shuffle=True, drop_last=True)
+        # Workers pay off when a GPU computes; on a CPU they would take cores from the training itself.
+        workers = 4 if device == "gpu" else 0
+        self.train_loader = paddle.io.DataLoader(train_set, batch_sampler=self.sampler, num_workers=workers)
+        self.val_loader = paddle.io.DataLoader(val_set, batch_size=self.batch, shuffle=False, num_workers=workers)
+
+    # -- state
+
+    def config(self, data_path: Path) -> dict:
+        a, r = self.args, self.recipe
+        return {
+            "arguments": {"model": a.model, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
+                          "img_size": a.img_size, "num_classes": a.num_classes, "seed": a.seed,
+                          "seed_compat": a.seed_compat},
+            "family": self.info.family,
+            "model_kwargs": self.model_kwargs,
+            "data": {"path": str(data_path.resolve()), "train_images": len(self.data.train_labels),
+                     "val_images": len(self.data.test_labels), "label_names": list(self.data.label_names)},
+            "loss": {"name": "label-smoothing cross-entropy", "smoothing": LABEL_SMOOTHING},
+            "optimizer": {"name": r.optimizer, "lr": a.lr, "weight_decay": r.weight_decay, **r.optimizer_kwargs},
+            "lr_schedule": r.lr_schedule.describe(self.steps_per_epoch, a.epochs),
+            "deep_training": self.deep.describe(),
+            "batch_size": {"global": a.batch_size, "per_device": self.batch, "world_size": self.world_size,
+                           "steps_per_epoch": self.steps_per_epoch},
+            "train_transforms": describe_transforms(self.train_spec),
+            "test_transforms": describe_transforms(self.test_spec),
+            "normalize": {"scale": "1/255", "mean": list(self.info.mean), "std": list(self.info.std)},
+            "best_model_rule": "highest validation accuracy among epochs run in deploy state "
+                               "(act_learn == 1, temperature == 1)",
+            "device": self.device,
+            "paddle_version": paddle.__version__,
+            "started": datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def restore(self, state: dict, history: list[dict]) -> None:
+        self.net.set_state_dict(state["model"])
+        self.optimizer.set_state_dict(state["optimizer"])
+        self.epochs_done = int(state["epochs_done"])
+        self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
+        # An interrupt after metrics.json but before the checkpoint leaves a record the run will redo.
+        self.history = [h for h in history if h["epoch"] <= self.epochs_done]
+
+    def checkpoint(self) -> dict:
+        return {"epochs_done": self.epochs_done, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                "model": dict(state_dict_arrays(self.net)), "optimizer": _to_numpy(self.optimizer.state_dict())}
+
+    # -- epochs
+
+    def run(self) -> None:
+        for epoch in range(self.epochs_done, self.args.epochs):
+            epoch_seed = _epoch_seed(self.args.seed, epoch)
+            seed_everything(epoch_seed)
+            self.sampler.set_epoch(epoch_seed)
+            self.deep.apply(self.net, epoch)
+            lr = self.optimizer.get_lr()
+            started = time.perf_counter()
+            train_loss, train_acc = self.train_epoch(epoch)
+            val_loss, val_acc = self.evaluate()
+            if not self.recipe.lr_schedule.per_iteration:
+                self.scheduler.step()
+            knob = {self.deep.knob: self.deep.value(epoch)} if self.deep.knob else {}
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                      "val_acc": val_acc, "lr": lr, **knob, "seconds": round(time.perf_counter() - started, 3)}
+            self.end_epoch(epoch, record)
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        self.model.train()
+        totals = np.zeros(3)  # loss sum, correct, samples
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.args.epochs}", disable=not self.progress,
+                   leave=False, dynamic_ncols=True)
+        for images, labels in bar:
+            logits = self.model(images)
+            loss = label_smoothing_cross_entropy(logits, labels)
+            loss.backward()
+            self.optimizer.step()
+            if self.recipe.lr_schedule.per_iteration:
+                self.scheduler.step()
+            self.optimizer.clear_grad()
+            n = labels.shape[0]
+            totals += (loss.item() * n, (logits.argmax(axis=-1) == labels).sum().item(), n)
+            bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{totals[1] / totals[2]:.3f}")
+        totals = _all_reduce_sum(totals, self.world_size)
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+    @paddle.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Every rank scores the whole validation split with the unwrapped model (no collective needed)."""
+        self.net.eval()
+        totals = np.zeros(3)
+        for images, labels in self.val_loader:
+            logits = self.net(images)
+            n = labels.shape[0]
+            totals += (label_smoothing_cross_entropy(logits, labels).item() * n,
+                       (logits.argmax(axis=-1) == labels).sum().item(), n)
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+    def end_epoch(self, epoch: int, record: dict) -> None:
+        self.epochs_done = epoch + 1
+        self.history.append(record)
+        is_best = self.deep.deploy_ready(epoch) and (self.best_val_acc is None or record["val_acc"] > self.best_val_acc)
+        if is_best:
+            self.best_val_acc, self.best_epoch = record["val_acc"], epoch + 1
+        if self.progress:
+            tqdm.write(f"epoch {epoch + 1}/{self.args.epochs}: train loss {record['train_loss']:.4f} "
+                       f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}"
+                       f" | lr {record['lr']:.3g}"
+                       + (f" | {self.deep.knob} {self.deep.value(epoch):g}" if self.deep.knob else "")
+                       + (" | best" if is_best else ""))
+        if not self.is_writer:
+            return
+        if is_best:
+            _save_state_dict(self.net, self.run_dir / "best_model.pdparams")
+        _save_state_dict(self.net, self.run_dir / "final_model.pdparams")
+        _write_json(self.run_dir / METRICS, {"best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+                                             "history": self.history})
+        plot_curves(self.history, self.run_dir)
+        # Last: the checkpoint is what --resume trusts, so everything above is redone if it is missing.
+        _atomic_write(self.run_dir / CHECKPOINT,
+                      lambda tmp: Path(tmp).write_bytes(pickle.dumps(self.checkpoint(), protocol=4)))
+
+
+def run_training(model: str, data: str, *, epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, img_size: int | None = None, out: str | None = None,
+                 resume: str | None = None, seed: int = 42, device: str = "auto",
+                 num_classes: int | None = None, seed_compat: bool = False,
+                 progress: bool = True) -> Path:
+    """Train `model` on the CIFAR-format tarball `data` with its family's recipe; returns the run directory.
+
+    `resume` (a run directory or its checkpoint) continues that run at its next epoch, in its
+    directory, with its recorded arguments.
+    """
+    info = models.model_info(model)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "img_size": img_size,
+             "num_classes": num_classes, "seed": seed, "seed_compat": seed_compat}
+    state = None
+    if resume:
+        run_dir, checkpoint_path = _resume_paths(resume)
+        if out and Path(out).resolve() != run_dir.resolve():
+            raise BadInput(f"--resume writes into the run's own directory {run_dir}; leave --out out")
+        given = _recorded_arguments(run_dir, model, given)
+        state = read_checkpoint(checkpoint_path)
+    else:
+        run_dir = _new_run_dir(model, out)
+    device = select_device(device)
+    dataset = read_cifar_tarball(data)
+    args = RunArguments.resolve(info, RECIPES[info.family], dataset, given)
+    if state is not None and state["epochs_done"] >= args.epochs:
+        raise BadInput(f"--resume {run_dir}: the run already finished its {args.epochs} epochs")
+
+    # Parameter and optimizer-accumulator names come from a process-wide counter; a fresh
+    # namespace makes them the same in a resumed run, which the optimizer state is keyed by.
+    with paddle.utils.unique_name.guard():
+        trainer = _Trainer(args, dataset, run_dir, device, progress)
+        if state is not None:
+            trainer.restore(state, _read_history(run_dir))
+        elif trainer.is_writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / CONFIG, trainer.config(Path(data)))
+        trainer.run()
+    return run_dir
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    try:
+        return json.loads((run_dir / METRICS).read_text())["history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

@@ -1,0 +1,379 @@
+"""`cnnexport verify`: integrity, a parity matrix across runtimes, first divergence, and speed.
+
+Importable and runnable without Paddle (`python -m exporter.verify --device gpu ARTIFACT` on a
+machine with only numpy, onnx and onnxruntime-gpu): the eager model and Paddle Inference rows
+need Paddle and are skipped without it, and parity is then checked against the artifact's
+reference bundle (`reference.npz`: inputs and the eager model's outputs, written by a verify
+run that had Paddle, and covered by the manifest's hashes).
+
+Every runtime runs in its own child process: a native crash becomes that runtime's failure
+(with its signal), and the other runtimes are still verified.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import isolate, runtimes
+from .artifact import ArtifactError, integrity_problems, load_manifest, sha256, write_json
+from .bench import BenchPlan
+from .compare import CPU_FP32, GPU_TF32, Tolerance, agreement
+
+REFERENCE_FILE = "reference.npz"
+REPORT_FILE = "verify.json"
+FP16_FILE = "model.fp16.onnx"
+FP16_TOLERANCE = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # fp16: rel L2 is reported, not bounded
+MULTI_BATCH = 4
+DEFAULT_BATCH_SIZES = {"cpu": (1, 8), "gpu": (1, 8, 64)}
+
+
+@dataclass
+class VerifyOptions:
+    device: str = "auto"
+    images: str | None = None
+    batch_sizes: tuple[int, ...] = ()      # () -> DEFAULT_BATCH_SIZES[device]
+    bench: bool = True
+    rtol: float | None = None
+    atol: float | None = None
+    threads: int = 0
+    reference_evaluator: bool = True
+    extra_runtimes: tuple[runtimes.RuntimeSpec, ...] = ()
+
+
+def paddle_available() -> bool:
+    return importlib.util.find_spec("paddle") is not None
+
+
+def resolve_device(device: str) -> str:
+    """auto: the GPU when Paddle is compiled with CUDA or ONNX Runtime offers its CUDA provider."""
+    if device != "auto":
+        return device
+    if paddle_available():
+        import paddle
+        if paddle.is_compiled_with_cuda():
+            return "gpu"
+    import onnxruntime
+    return "gpu" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+
+
+def _chunks(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
+    """Split into batches of a static size, the last one padded by repeating its samples."""
+    if not size:
+        return [batch]
+    out = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
+        out.append(np.concatenate([chunk, chunk[np.arange(size - len(chunk)) % len(chunk)]]) if len(chunk) < size else chunk)
+    return out
+
+
+def parity_inputs(manifest: dict, images_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Seeded random images at batch 1 and at a batch of different images; real photographs."""
+    from .images import folder_photos, preprocess, sample_photos
+
+    static, size = manifest["input"]["shape"][0], manifest["input"]["shape"][-1]
+    rng = np.random.default_rng(1)
+    inputs = {}
+    if static in (None, 1):
+        inputs["random-b1"] = rng.standard_normal((1, 3, size, size), dtype=np.float32)
+    inputs[f"random-b{static or MULTI_BATCH}"] = rng.standard_normal((static or MULTI_BATCH, 3, size, size),
+                                                                     dtype=np.float32)
+    photos = sample_photos()
+    if images_dir:
+        photos.update(folder_photos(images_dir))
+    for i, chunk in enumerate(_chunks(preprocess(photos, manifest["input"]), static)):
+        inputs["photos" if not static else f"photos-{i}"] = chunk
+    return inputs
+
+
+class StaleWeights(Exception):
+    """The weights file named in the manifest is gone or has changed since the export."""
+
+
+def eager_outputs(manifest: dict, inputs: dict[str, np.ndarray]) -> tuple[dict, dict, object]:
+    """The trained model's outputs (unfused, as loaded) and its fused form's, rebuilt from the manifest."""
+    import paddle
+
+    from .export import build_model
+    from .rewrite import fuse
+
+    weights = manifest["weights"]
+    if weights["path"]:
+        path = Path(weights["path"])
+        if not path.is_file():
+            raise StaleWeights(f"weights file {path} named in the manifest is missing")
+        if sha256(path) != weights["sha256"]:
+            raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
+    model = build_model(manifest["model"]["name"], manifest["model"]["kwargs"], weights["path"])
+    fused, _ = fuse(model)
+    with paddle.no_grad():
+        plain = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+        folded = {k: fused(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+    return plain, folded, fused if manifest["model"]["fused"] else model
+
+
+def _bundle_arrays(path: Path) -> tuple[dict, dict]:
+    with np.load(path) as data:
+        inputs = {k[len("input:"):]: data[k] for k in data.files if k.startswith("input:")}
+        outputs = {k[len("output:"):]: data[k] for k in data.files if k.startswith("output:")}
+    return inputs, outputs
+
+
+def write_bundle(root: Path, manifest: dict, inputs: dict, outputs: dict) -> None:
+    """Store parity inputs and eager outputs, and cover the file with the manifest's hashes."""
+    import paddle
+
+    path = root / REFERENCE_FILE
+    tmp = root / f".{REFERENCE_FILE}.tmp.npz"
+    np.savez_compressed(tmp, **{f"input:{k}": v for k, v in inputs.items()},
+                        **{f"output:{k}": v for k, v in outputs.items()})
+    tmp.replace(path)
+    manifest["reference"] = {"file": REFERENCE_FILE, "batches": {k: list(v.shape) for k, v in inputs.items()},
+                             "source": f"eager model, unfused (paddle {paddle.__version__})",
+                             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest["files"][REFERENCE_FILE] = {"size": path.stat().st_size, "sha256": sha256(path)}
+    write_json(root / "manifest.json", manifest)
+
+
+@dataclass
+class Row:
+    """One runtime of the parity matrix."""
+
+    spec: runtimes.RuntimeSpec
+    tolerance: Tolerance
+    batches: tuple[str, ...] | None = None   # None: every parity batch
+    bench: bool = False
+
+
+def runtime_rows(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, np.ndarray]) -> list[Row]:
+    tol = Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol)
+    gpu_tol = Tolerance(opts.rtol or GPU_TF32.rel_l2, opts.atol)
+    onnx_path = root / "model.onnx"
+    rows: list[Row] = []
+    if onnx_path.is_file():
+        cpu = runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "cpu", opts.threads)
+        rows.append(Row(cpu, tol, bench=device == "cpu"))
+        if device == "gpu":
+            gpu = runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "gpu", tf32=True)
+            rows.append(Row(gpu, gpu_tol, bench=True))
+            # TF32 off must meet the fp32 CPU tolerance: it separates TF32 rounding from a conversion error.
+            rows.append(Row(runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "gpu", tf32=False), tol))
+        if opts.reference_evaluator:  # slow: the smallest batch only
+            smallest = min(inputs, key=lambda k: len(inputs[k]))
+            rows.append(Row(runtimes.RuntimeSpec("onnx-reference", str(onnx_path)), tol, (smallest,)))
+    fp16_path = root / FP16_FILE
+    if fp16_path.is_file():
+        photos = tuple(k for k in inputs if k.startswith("photos"))
+        for dev in ("cpu", "gpu") if device == "gpu" else ("cpu",):
+            spec = runtimes.RuntimeSpec("onnxruntime", str(fp16_path), dev, opts.threads if dev == "cpu" else 0,
+                                        precision="fp16")
+            rows.append(Row(spec, FP16_TOLERANCE, photos, bench=dev == device))
+    rows += [Row(spec, tol) for spec in opts.extra_runtimes]
+    return rows
+
+
+def _evaluate(label: str, reference: dict, outputs: dict, tol: Tolerance) -> dict:
+    per_batch = {name: agreement(reference[name], out) for name, out in outputs.items()}
+    failures = [f"{name}: {why}" for name, a in per_batch.items() for why in a.failures(tol)]
+    worst = {"rel_l2": max(a.rel_l2 for a in per_batch.values()),
+             "max_abs": max(a.max_abs for a in per_batch.values()),
+             "cosine": min(a.cosine for a in per_batch.values()),
+             "top1": min(a.top1 for a in per_batch.values()),
+             "top5": min(a.top5 for a in per_batch.values())}
+    return {"runtime": label, "passed": not failures, "failures": failures, "tolerance": tol.__dict__,
+            "worst": worst, "batches": {k: a.to_dict() for k, a in per_batch.items()}}
+
+
+def _run_row(row: Row, inputs: dict, plan: BenchPlan | None) -> tuple[dict | None, dict]:
+    names = list(row.batches) if row.batches is not None else list(inputs)
+    try:
+        job = isolate.call_isolated(runtimes.run_job, row.spec, [inputs[n] for n in names],
+                                    plan if row.bench else None, what=row.spec.label)
+    except isolate.ChildCrashed as err:
+        return None, {"error": str(err), "signal": err.signal, "log_tail": err.log_tail[-2000:]}
+    except isolate.ChildFailed as err:
+        return None, {"error": str(err)}
+    return dict(zip(names, job.outputs)), {"timings": job.timings}
+
+
+def _divergence_for(row_label: str, spec: runtimes.RuntimeSpec, manifest: dict, eager_model, batch: np.ndarray) -> dict:
+    """First divergence of a failed ONNX row (activations and weights) or Paddle row (weights)."""
+    from .divergence import (eager_layer_outputs, first_divergence, onnx_intermediates, onnx_weights,
+                             paddle_weights, weight_differences)
+    from models.weights import state_dict_arrays
+
+    names = manifest.get("paddle_param_names", {})
+    reference = state_dict_arrays(eager_model)
+    result: dict = {"runtime": row_label}
+    try:
+        if spec.kind == "paddle-inference":
+            stored = isolate.call_isolated(paddle_weights, spec.model_path, list(names), what="read inference.pdiparams")
+            result["weights"] = weight_differences(stored, names, reference)
+        else:
+            sample = batch[:1] if manifest["input"]["dynamic_batch"] else batch
+            values = isolate.call_isolated(onnx_intermediates, spec.model_path, sample, what="onnxruntime intermediates")
+            result["activation"] = first_divergence(eager_layer_outputs(eager_model, sample), values)
+            result["weights"] = weight_differences(onnx_weights(spec.model_path), names, reference)
+    except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+        result["error"] = str(err)
+    return result
+
+
+def verify_artifact(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Verify one artifact directory; returns the report (also written to <root>/verify.json)."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    report: dict = {"artifact": str(root), "model": manifest["model"], "device": device,
+                    "threads": runtimes.default_threads(opts.threads), "paddle": paddle_available()}
+    progress("integrity")
+    problems = integrity_problems(root, manifest)
+    report["integrity"] = problems
+
+    have_paddle = paddle_available()
+    bundle = root / REFERENCE_FILE
+    eager_model = None
+    rows_out: list[dict] = []
+    specs: dict[int, runtimes.RuntimeSpec] = {}  # row index -> the spec that ran it (for divergence)
+    if have_paddle:
+        progress("eager")
+        inputs = parity_inputs(manifest, opts.images)
+        try:
+            plain, folded, eager_model = eager_outputs(manifest, inputs)
+        except StaleWeights as err:
+            problems.append(str(err))
+            plain = None
+        if plain is not None:
+            reference, source = plain, "eager (unfused)"
+            rows_out.append(_evaluate("eager-fused/cpu", reference, folded, CPU_FP32))
+            if bundle.is_file() and REFERENCE_FILE in manifest["files"]:
+                stored_inputs, stored_outputs = _bundle_arrays(bundle)
+                if set(stored_inputs) == set(inputs) and all(np.array_equal(stored_inputs[k], inputs[k]) for k in inputs):
+                    rows_out.append(_evaluate("reference-bundle", reference, stored_outputs, CPU_FP32))
+                elif not problems:
+                    write_bundle(root, manifest, inputs, plain)
+            elif not problems:  # never bless a tampered artifact by hashing it into the manifest
+                write_bundle(root, manifest, inputs, plain)
+    if eager_model is None:
+        if not bundle.is_file() or REFERENCE_FILE not in manifest["files"]:
+            raise ArtifactError(f"{root}: no reference to verify against (Paddle is not installed and there is no "
+                                f"{REFERENCE_FILE}): run `cnnexport verify` once on a machine with Paddle")
+        inputs, reference = _bundle_arrays(bundle)
+        source = f"reference bundle ({manifest.get('reference', {}).get('source', REFERENCE_FILE)})"
+    report["reference"] = source
+    report["inputs"] = {k: list(v.shape) for k, v in inputs.items()}
+
+    static = manifest["input"]["shape"][0]
+    plan = None
+    if opts.bench:
+        plan = BenchPlan(manifest["input"]["shape"][-1], tuple(opts.batch_sizes or DEFAULT_BATCH_SIZES[device]),
+                         static_batch=static)
+    report["bench_plan"] = plan.__dict__ if plan else None
+    timings: list[dict] = []
+
+    if have_paddle:
+        progress("paddle-inference")
+        paddle_device = "gpu" if device == "gpu" and _paddle_has_cuda() else "cpu"
+        try:
+            run = runtimes.run_paddle_inference(str(root / "paddle"), list(inputs.values()), paddle_device,
+                                                plan if paddle_device == device else None, opts.threads)
+            outputs = dict(zip(inputs, run.result.outputs))
+            row = _evaluate(run.record["runtime"], reference, outputs, Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol))
+            row.update(config=run.record["config"], failed_configs=run.record["failed_configs"])
+            timings += _tag(run.result.timings, manifest)
+        except runtimes.AllConfigsFailed as err:
+            row = {"runtime": f"paddle-inference/{paddle_device}", "passed": False, "failures": [str(err)],
+                   "crashes": err.attempts}
+        specs[len(rows_out)] = runtimes.RuntimeSpec("paddle-inference", str(root / "paddle"), paddle_device)
+        rows_out.append(row)
+
+    for row in runtime_rows(root, device, opts, inputs):
+        progress(row.spec.label)
+        outputs, extra = _run_row(row, inputs, plan)
+        if outputs is None:
+            result = {"runtime": row.spec.label, "passed": False, "failures": [extra["error"]], "crash": extra}
+        else:
+            result = _evaluate(row.spec.label, reference, outputs, row.tolerance)
+            timings += _tag(extra["timings"], manifest)
+        specs[len(rows_out)] = row.spec
+        rows_out.append(result)
+
+    divergences = []
+    if eager_model is not None:
+        first_batch = next(iter(inputs.values()))
+        for index, spec in specs.items():
+            result = rows_out[index]
+            if not result["passed"] and "crash" not in result and spec.kind in runtimes.BUILT_IN_KINDS:
+                progress(f"divergence {result['runtime']}")
+                divergences.append(_divergence_for(result["runtime"], spec, manifest, eager_model, first_batch))
+    for index, spec in specs.items():
+        rows_out[index]["spec"] = spec.to_dict()
+    report.update(rows=rows_out, divergence=divergences, timings=timings,
+                  passed=not problems and all(r["passed"] for r in rows_out),
+                  verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    write_json(root / REPORT_FILE, report)
+    return report
+
+
+def _paddle_has_cuda() -> bool:
+    import paddle
+    return paddle.is_compiled_with_cuda()
+
+
+def _tag(rows: list[dict], manifest: dict) -> list[dict]:
+    return [dict(r, model=manifest["model"]["name"], fused=manifest["model"]["fused"]) for r in rows]
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A plain-text summary (no table library needed on a bare GPU machine)."""
+    lines = [f"{report['artifact']}: {'PASS' if report['passed'] else 'FAIL'} (reference: {report['reference']})"]
+    lines += [f"  integrity: {p}" for p in report["integrity"]]
+    for row in report["rows"]:
+        worst = row.get("worst")
+        figures = (f"rel L2 {worst['rel_l2']:.1e}  max abs {worst['max_abs']:.1e}  top-1 {worst['top1']:.0%}"
+                   if worst else "")
+        lines.append(f"  {'ok  ' if row['passed'] else 'FAIL'} {row['runtime']:<40} {figures}")
+        lines += [f"       {f}" for f in row["failures"][:3]]
+    for d in report["divergence"]:
+        lines.append(f"  first divergence ({d['runtime']}): {json.dumps({k: v for k, v in d.items() if k != 'runtime'})}")
+    for t in report["timings"]:
+        lines.append(f"  speed {t['label']:<34} {t['mode']:<20} bs {t['batch']:<3} p50 {t['p50_ms']:8.2f} ms  "
+                     f"{t['images_per_s']:9.1f} img/s")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m exporter.verify`: the same verification, without the click CLI (for bare GPU machines)."""
+    parser = argparse.ArgumentParser(prog="python -m exporter.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("artifacts", nargs="+")
+    parser.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
+    parser.add_argument("--batch-sizes", default="")
+    parser.add_argument("--no-bench", action="store_true")
+    parser.add_argument("--no-reference-evaluator", action="store_true")
+    parser.add_argument("--rtol", type=float)
+    args = parser.parse_args(argv)
+    opts = VerifyOptions(device=args.device, bench=not args.no_bench, rtol=args.rtol,
+                         batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",") if b),
+                         reference_evaluator=not args.no_reference_evaluator)
+    device = resolve_device(opts.device)
+    passed = True
+    for path in args.artifacts:
+        try:
+            report = verify_artifact(Path(path), opts, device)
+        except ArtifactError as err:
+            print(f"verify: error: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(summary_lines(report)))
+        passed &= report["passed"]
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
