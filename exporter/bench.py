@@ -6,13 +6,14 @@ the plain `session.run` from numpy is reported beside them, to show what those c
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .runtimes import default_threads
+from .runtimes import default_threads, ort_session
 
 
 @dataclass(frozen=True)
@@ -51,30 +52,27 @@ def _inputs(plan: BenchPlan, batch: int) -> np.ndarray:
     return np.random.default_rng(batch).standard_normal((batch, 3, plan.img_size, plan.img_size), dtype=np.float32)
 
 
-def _ort_device_calls(spec, batch: np.ndarray) -> dict[str, Callable[[], object]]:
-    """IO-binding calls on the GPU: inputs and outputs stay on the device between runs."""
-    import dataclasses
-
+def iobinding_call(spec, batch: np.ndarray, cuda_graph: bool = False):
+    """(call, output): ONNX Runtime with input and output bound to device memory (the GPU for a GPU
+    spec), so that a call moves no data between host and device. With `cuda_graph`, the first call
+    captures the graph and later calls replay it (shapes and buffers must then stay fixed)."""
     import onnxruntime as ort
 
-    from .runtimes import ort_session
+    device = "cuda" if spec.device == "gpu" else "cpu"
+    session = ort_session(dataclasses.replace(spec, cuda_graph=cuda_graph))
+    x = ort.OrtValue.ortvalue_from_numpy(batch, device, 0)
+    out_meta = session.get_outputs()[0]
+    y = ort.OrtValue.ortvalue_from_shape_and_type([batch.shape[0], out_meta.shape[1]], np.float32, device, 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
+    binding.bind_ortvalue_output(out_meta.name, y)
 
-    calls = {}
-    for mode, cuda_graph in (("iobinding", False), ("iobinding+cudagraph", True)):
-        session = ort_session(dataclasses.replace(spec, cuda_graph=cuda_graph))
-        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0)
-        out_meta = session.get_outputs()[0]
-        y = ort.OrtValue.ortvalue_from_shape_and_type([batch.shape[0], out_meta.shape[1]], np.float32, "cuda", 0)
-        binding = session.io_binding()
-        binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
-        binding.bind_ortvalue_output(out_meta.name, y)
+    def call():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
 
-        def call(session=session, binding=binding):
-            session.run_with_iobinding(binding)
-            binding.synchronize_outputs()
-
-        calls[mode] = call
-    return calls
+    call.buffers = (x, y)  # CUDA-graph replays read and write these addresses: keep them alive
+    return call, y
 
 
 def benchmark(spec, infer: Callable[[np.ndarray], np.ndarray], plan: BenchPlan) -> list[dict]:
@@ -84,7 +82,8 @@ def benchmark(spec, infer: Callable[[np.ndarray], np.ndarray], plan: BenchPlan) 
         batch = _inputs(plan, batch_size)
         calls = {"run": lambda batch=batch: infer(batch)}
         if spec.kind == "onnxruntime" and spec.device == "gpu":
-            calls.update(_ort_device_calls(spec, batch))
+            calls["iobinding"] = iobinding_call(spec, batch)[0]
+            calls["iobinding+cudagraph"] = iobinding_call(spec, batch, cuda_graph=True)[0]
         for mode, call in calls.items():
             rows.append({"runtime": spec.kind, "device": spec.device, "label": spec.label, "precision": spec.precision,
                          "mode": mode, "batch": batch_size, "threads": default_threads(spec.threads),

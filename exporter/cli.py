@@ -184,6 +184,26 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
     return 0 if all(r["passed"] for r in reports) else EXIT_FAILED
 
 
+@cli.command("train")
+@click.argument("model")
+@click.option("--data", required=True, help="cifar-10-python.tar.gz, or a tarball in its format. Nothing is downloaded.")
+@click.option("--epochs", type=int, help="Default: the family's notebook recipe.")
+@click.option("--batch-size", type=int, help="Global batch (split across GPUs under paddle.distributed.launch).")
+@click.option("--lr", type=float, help="Default: the family's notebook recipe.")
+@click.option("--img-size", type=int, help="Default: the model's input size.")
+@click.option("--out", help="Run directory (default runs/<model>-<time>).")
+@click.option("--resume", help="A run directory or its last_checkpoint.pdckpt, to continue where it stopped.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="auto", show_default=True)
+def train_command(model, data, epochs, batch_size, lr, img_size, out, resume, seed, device):
+    """Train MODEL with its seed notebook's recipe (docs/TRAINING.md); export it with --weights."""
+    from .train import run_training
+
+    run_dir = run_training(model, data, epochs=epochs, batch_size=batch_size, lr=lr, img_size=img_size,
+                           out=out, resume=resume, seed=seed, device=device, progress=sys.stderr.isatty())
+    click.echo(f"run directory: {run_dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends in one line on stderr and exit code 2, never a traceback."""
     try:

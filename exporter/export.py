@@ -60,13 +60,18 @@ def validate(opts: ExportOptions) -> None:
         raise BadInput(f"--weights {opts.weights} does not exist")
     parent = opts.target().resolve().parent
     existing = next(p for p in [parent, *parent.parents] if p.exists())
-    if not existing.is_dir() or not _writable(existing):
+    if not _writable(existing):
         raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
 
 
 def _writable(directory: Path) -> bool:
-    import os
-    return os.access(directory, os.W_OK | os.X_OK)
+    """Try it: permission bits say nothing to root, or about read-only and virtual filesystems."""
+    import tempfile
+    try:
+        Path(tempfile.mkdtemp(prefix=".cnnexport-probe-", dir=directory)).rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def versions() -> dict[str, str]:

@@ -474,7 +474,7 @@ def plot_curves(history: list[dict], run_dir: Path) -> None:
 class _Trainer:
     def __init__(self, args: RunArguments, data: CifarData, run_dir: Path, device: str, progress: bool):
         info = models.model_info(args.model)
-        self.args, self.run_dir, self.device = args, run_dir, device
+        self.args, self.data, self.info, self.run_dir, self.device = args, data, info, run_dir, device
         self.recipe = RECIPES[info.family]
         self.world_size = paddle.distributed.get_world_size()
         self.is_writer = paddle.distributed.get_rank() == 0
@@ -495,7 +495,6 @@ class _Trainer:
         self.optimizer = getattr(paddle.optimizer, self.recipe.optimizer)(
             learning_rate=self.scheduler, parameters=self.model.parameters(),
             weight_decay=self.recipe.weight_decay, **self.recipe.optimizer_kwargs)
-        self.data, self.info = data, info
         self.epochs_done, self.best_val_acc, self.best_epoch = 0, None, None
         self.history: list[dict] = []
 
@@ -544,6 +543,9 @@ class _Trainer:
         }
 
     def restore(self, state: dict, history: list[dict]) -> None:
+        if state["model"].keys() != self.net.state_dict().keys():
+            raise BadInput(f"--resume {self.run_dir}: the checkpoint's weights do not fit {self.args.model} "
+                           "as its config.json describes it")
         self.net.set_state_dict(state["model"])
         self.optimizer.set_state_dict(state["optimizer"])
         self.epochs_done = int(state["epochs_done"])

@@ -35,8 +35,8 @@ def rel_l2(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
-def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size), dtype=np.float32)
+def random_images(n: int, size: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, channels, size, size), dtype=np.float32)
 
 
 def photo_batch(size: int, mean, std) -> np.ndarray:

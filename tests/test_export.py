@@ -1,0 +1,205 @@
+"""Issue 4: `cnnexport MODEL --fuse --onnx` — real deploy artifacts, written atomically, checked at once."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import paddle
+import pytest
+
+import models
+from exporter import export as export_module
+from exporter import isolate, runtimes
+from exporter.artifact import integrity_problems, load_manifest
+from exporter.export import build_model, convert_to_onnx, save_paddle
+from models.vanillanet import VanillaNet
+from tests.helpers import FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
+
+
+def _trained_weights(tmp_path: Path, name: str, size: int) -> Path:
+    """Weights with non-trivial BatchNorms, saved as the notebooks save them."""
+    paddle.seed(21)
+    path = tmp_path / f"{name}.pdparams"
+    paddle.save(perturb(models.create(name, img_size=size)).state_dict(), str(path))
+    return path
+
+
+def _outputs_of(spec: runtimes.RuntimeSpec, batches):
+    if spec.kind == "paddle-inference":
+        return runtimes.run_paddle_inference(spec.model_path, batches).result.outputs
+    return isolate.call_isolated(runtimes.run_job, spec, batches).outputs
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("name", FAMILY_VARIANTS.values())
+def test_every_family_exports_and_runs_in_both_runtimes(tmp_path, capsys, name, fused):
+    size = small_size(name) if models.model_info(name).family != "orthonet" else 16
+    weights = _trained_weights(tmp_path, name, size)
+    out = tmp_path / "artifact"
+    args = [name, "--weights", str(weights), "--img-size", str(size), "--onnx", "--out", str(out)]
+    code, stdout, err = run_cli(capsys, *args, *(["--fuse"] if fused else []))
+    assert code == 0, err
+    assert "smoke-parity" in stdout and "written" in stdout
+
+    manifest = load_manifest(out)
+    assert integrity_problems(out, manifest) == []
+    assert manifest["model"]["fused"] is fused and manifest["input"]["dynamic_batch"]
+    eager = build_model(name, manifest["model"]["kwargs"], str(weights))
+    batches = [random_images(1, size, seed=1), random_images(3, size, seed=2)]
+    with paddle.no_grad():
+        expected = [eager(paddle.to_tensor(b)).numpy() for b in batches]
+    for spec in (runtimes.RuntimeSpec("paddle-inference", str(out / "paddle")),
+                 runtimes.RuntimeSpec("onnxruntime", str(out / "model.onnx"))):
+        for got, want in zip(_outputs_of(spec, batches), expected):
+            assert got.shape == want.shape
+            assert rel_l2(got, want) <= 1e-5, spec.kind
+
+
+def test_onnx_is_standard_checked_and_self_describing(tmp_path, capsys):
+    out = tmp_path / "v5"
+    code, _, err = run_cli(capsys, "vanillanet_5", "--img-size", "32", "--fuse", "--onnx", "--opset", "13",
+                           "--out", str(out))
+    assert code == 0, err
+    model = onnx.load(out / "model.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 13
+    (inp,), (outp,) = model.graph.input, model.graph.output
+    assert (inp.name, outp.name) == ("x", "logits")
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, 32, 32]
+    assert [d.dim_param or d.dim_value for d in outp.type.tensor_type.shape.dim] == ["batch", 10]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["model"] == "vanillanet_5" and meta["fused"] == "true" and meta["num_classes"] == "10"
+    assert "mean=[0.485, 0.456, 0.406]" in meta["normalisation"] and meta["input_size"] == "32"
+    assert {"version.paddlepaddle", "version.paddle2onnx", "version.onnx", "weights_sha256"} <= set(meta)
+    yml = (out / "paddle" / "inference.yml").read_text()
+    assert "NormalizeImage" in yml and "class_num: 10" in yml
+
+
+def test_fused_vanillanet_graph_is_smaller(tmp_path, capsys):
+    ops = {}
+    for fused in (False, True):
+        out = tmp_path / f"v5-{fused}"
+        code, _, err = run_cli(capsys, "vanillanet_5", "--img-size", "32", "--onnx", "--out", str(out),
+                               *(["--fuse"] if fused else []))
+        assert code == 0, err
+        ops[fused] = load_manifest(out)["onnx"]["ops"]
+    assert "BatchNormalization" not in ops[True]
+    assert ops[True]["Conv"] < ops[False]["Conv"]
+    assert "LeakyRelu" not in ops[False]  # see models.vanillanet.deep_training_act
+
+
+def test_static_batch_is_fixed_in_both_formats(tmp_path, capsys):
+    out = tmp_path / "static"
+    code, stdout, err = run_cli(capsys, "alexnet_bn", "--img-size", "64", "--onnx", "--static-batch", "3",
+                                "--out", str(out))
+    assert code == 0, err
+    assert "static batch 3" in stdout
+    manifest = load_manifest(out)
+    assert manifest["input"]["shape"][0] == 3 and not manifest["input"]["dynamic_batch"]
+    dims = onnx.load(out / "model.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 3
+
+
+def test_json_prints_the_manifest(tmp_path, capsys):
+    from exporter.cli import main
+    assert main(["resnet18_cifar", "--img-size", "16", "--out", str(tmp_path / "r"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    manifest = json.loads(out)
+    assert manifest["model"]["name"] == "resnet18_cifar" and "paddle/inference.pdiparams" in manifest["files"]
+    assert "smoke-parity" in err  # step lines go to stderr, stdout is only JSON
+
+
+def test_reexport_replaces_atomically_and_a_crash_leaves_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "arts" / "alexnet_bn"
+    assert run_cli(capsys, "alexnet_bn", "--img-size", "64", "--out", str(out))[0] == 0
+    first = load_manifest(out)["created"], (out / "manifest.json").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("injected crash after the Paddle step")
+
+    monkeypatch.setattr(export_module, "_convert", crash)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_cli(capsys, "alexnet_bn", "--img-size", "64", "--onnx", "--out", str(out))
+    assert (out / "manifest.json").read_bytes() == first[1]   # the old artifact is untouched
+    assert sorted(p.name for p in out.parent.iterdir()) == ["alexnet_bn"]  # no staging litter
+
+    monkeypatch.undo()
+    assert run_cli(capsys, "alexnet_bn", "--img-size", "64", "--onnx", "--out", str(out))[0] == 0
+    assert (out / "model.onnx").is_file() and (out / "manifest.json").read_bytes() != first[1]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["alexnet_bn"]
+
+
+def test_export_all_with_a_list(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "--all", "resnet18_cifar,alexnet", "--fuse")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["alexnet-fused", "resnet18_cifar-fused"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vanillanet5"], "unknown model 'vanillanet5': did you mean vanillanet_5"),
+    (["vanillanet_5", "--img-size", "100"], "input size 100 px is not supported: this architecture takes multiples of 32"),
+    (["alexnet_bn", "--onnx", "--opset", "22"], "--opset 22 is outside what paddle2onnx converts (7..21)"),
+    (["alexnet_bn", "--onnx", "--opset", "6"], "--opset 6 is outside"),
+    (["alexnet_bn", "--out", "/proc/cnnexport-test"], "is not a writable directory; choose another --out"),
+    (["alexnet_bn", "--weights", "/nonexistent.pdparams"], "does not exist"),
+    (["alexnet_bn", "--fp16"], "--fp16 makes an fp16 variant of the ONNX model: add --onnx"),
+    (["alexnet_bn", "--bogus"], "No such option"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
+
+
+def test_weights_that_do_not_match_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    weights = _trained_weights(tmp_path, "alexnet_bn", 64)
+    code, _, err = run_cli(capsys, "alexnet_dy", "--weights", str(weights), "--img-size", "64")
+    assert code == 2 and "missing keys: features.8.routing" in err and err.count("\n") == 1
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "moganet_xtiny", "--img-size", "33"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("cnnexport: error: input size 33 px is not supported: "
+                                   "this architecture takes multiples of 32 px")
+
+
+# --- the converter workarounds, proved on the exported graph ----------------------------------------
+
+def _export_and_compare(model, size: int, tmp_path: Path) -> float:
+    save_paddle(model, tmp_path / "paddle", [None, 3, size, size])
+    convert_to_onnx(str(tmp_path / "paddle" / "inference.json"), str(tmp_path / "paddle" / "inference.pdiparams"),
+                    str(tmp_path / "m.onnx"), 17, {})
+    x = random_images(3, size)
+    with paddle.no_grad():
+        ref = model(paddle.to_tensor(x)).numpy()
+    got = isolate.call_isolated(runtimes.run_job, runtimes.RuntimeSpec("onnxruntime", str(tmp_path / "m.onnx")),
+                                [x]).outputs[0]
+    return rel_l2(got, ref)
+
+
+def test_uneven_adaptive_max_pool_exports_exactly(tmp_path):
+    """56 -> 40 px windows are uneven; paddle2onnx alone would emit one fixed MaxPool kernel."""
+    paddle.seed(2)
+    model = perturb(VanillaNet(num_classes=5, dims=[16, 16, 16], strides=[2, 1], ada_pool=[40, 0]))
+    model.eval()
+    assert _export_and_compare(model, 224, tmp_path) <= 1e-5
+
+
+def test_unfused_vanillanet_mid_training_exports_exactly(tmp_path):
+    """paddle2onnx misreads leaky_relu's slope; the eval graph spells it out as max(x, slope*x)."""
+    model = perturb(models.create("vanillanet_5", img_size=32))
+    model.change_act(0.4)
+    model.eval()
+    assert _export_and_compare(model, 32, tmp_path) <= 1e-5
