@@ -5,6 +5,7 @@
         paddle/inference.json  Paddle static inference model (+ inference.pdiparams, inference.yml)
         model.onnx             ONNX model: input `x` [batch, 3, S, S] float32 NCHW, output `logits`
         reference.npz          parity inputs and the eager model's outputs (written by `verify`)
+        verify.json            the last verification's report (not covered by the manifest)
 
 A directory is an artifact once its manifest exists: the manifest is written last, into a
 hidden staging directory that is renamed into place only when everything is in it.
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+VERIFY_REPORT = "verify.json"  # written by every verify run: about the artifact, not part of it
 FORMAT = "cnnexport-artifact/1"
 
 
@@ -53,7 +55,7 @@ def integrity_problems(root: Path, manifest: dict) -> list[str]:
             problems.append(f"{rel} has changed since it was written (sha256 mismatch)")
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        if path.is_file() and path.name != MANIFEST and rel not in listed:
+        if path.is_file() and rel not in (MANIFEST, VERIFY_REPORT) and rel not in listed:
             problems.append(f"{rel} is not in the manifest")
     return problems
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Callable
@@ -40,7 +40,6 @@ class ExportOptions:
     fp16: bool = False
     out: str | None = None
     artifacts_root: str = "artifacts"
-    model_kwargs: dict = field(default_factory=dict)
 
     def target(self) -> Path:
         return Path(self.out) if self.out else Path(self.artifacts_root) / f"{self.model}{'-fused' if self.fuse else ''}"
@@ -187,20 +186,19 @@ def smoke_parity(reference: np.ndarray, batch: np.ndarray, paddle_dir: Path, onn
         paddle_run = runtimes.run_paddle_inference(str(paddle_dir), [batch])
     except runtimes.AllConfigsFailed as err:
         raise ExportFailed(str(err)) from None
-    outcomes = [(paddle_run.record, paddle_run.result.outputs[0])]
-    if onnx_path:
-        spec = runtimes.RuntimeSpec("onnxruntime", str(onnx_path))
-        job = isolate.call_isolated(runtimes.run_job, spec, [batch], what=spec.label)
-        outcomes.append(({"runtime": spec.label}, job.outputs[0]))
-    if fp16_path:
-        spec = runtimes.RuntimeSpec("onnxruntime", str(fp16_path))
-        job = isolate.call_isolated(runtimes.run_job, spec, [batch], what=f"{spec.label} fp16")
-        outcomes.append(({"runtime": f"{spec.label} fp16"}, job.outputs[0]))
+    outcomes = [(paddle_run.record, paddle_run.result.outputs[0], CPU_FP32)]
+    specs = [(runtimes.RuntimeSpec("onnxruntime", str(path), precision=precision), tol)
+             for path, precision, tol in ((onnx_path, "fp32", CPU_FP32), (fp16_path, "fp16", FINITE_ONLY)) if path]
+    for spec, tol in specs:
+        try:
+            job = isolate.call_isolated(runtimes.run_job, spec, [batch], what=spec.label)
+        except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+            raise ExportFailed(f"smoke parity: {err}") from None
+        outcomes.append(({"runtime": spec.label}, job.outputs[0], tol))
     results, failed = [], []
-    for record, output in outcomes:
+    for record, output, tol in outcomes:
         agree = agreement(reference, output)
         results.append({**record, **agree.to_dict()})
-        tol = FINITE_ONLY if record["runtime"].endswith("fp16") else CPU_FP32
         if agree.failures(tol):
             failed.append(f"{record['runtime']}: {'; '.join(agree.failures(tol))}")
     if failed:
@@ -208,57 +206,61 @@ def smoke_parity(reference: np.ndarray, batch: np.ndarray, paddle_dir: Path, onn
     return results
 
 
+def onnx_metadata(opts: ExportOptions, info, kwargs: dict, weights_sha: str | None) -> dict[str, str]:
+    """What the ONNX file says about itself (metadata_props), for whoever deploys it."""
+    size = kwargs["img_size"]
+    return {"model": opts.model, "family": info.family, "fused": str(opts.fuse).lower(),
+            "input": f"x float32 NCHW [{opts.static_batch or 'batch'},3,{size},{size}]",
+            "input_size": str(size), "num_classes": str(kwargs["num_classes"]),
+            "normalisation": f"x = (rgb/255 - mean) / std; mean={list(info.mean)} std={list(info.std)}",
+            "seed_compat": str(opts.seed_compat).lower(), "weights_sha256": weights_sha or "none (fresh init)",
+            **{f"version.{k}": v for k, v in versions().items()}}
+
+
 def export(opts: ExportOptions, report: Callable[[str], None]) -> dict:
     """Run the export; returns the manifest. Raises BadInput, WeightsError, ExportFailed."""
+    import paddle
+
     import models
     from .rewrite import fuse as fuse_model
 
     validate(opts)
     info = models.model_info(opts.model)
     kwargs = {"num_classes": opts.num_classes or info.num_classes, "img_size": opts.img_size or info.input_size,
-              "seed_compat": opts.seed_compat, **opts.model_kwargs}
-    size = kwargs["img_size"]
+              "seed_compat": opts.seed_compat}
+    size, batch_dim = kwargs["img_size"], opts.static_batch
     steps = _Steps(report)
     model = steps.run("build", build_model, opts.model, kwargs, opts.weights,
                       detail=lambda m: f"{opts.model} ({_params(m):,} params, "
                                        f"{'weights ' + str(opts.weights) if opts.weights else 'fresh weights, seed 0'})")
     deploy_model, summary = model, None
     if opts.fuse:
-        deploy_model, summary = steps.run("fuse", fuse_model, model, size,
-                                          detail=lambda r: r[1].lines()[0])
+        deploy_model, summary = steps.run("fuse", fuse_model, model, size, detail=lambda r: r[1].lines()[0])
         for line in summary.lines()[1:]:
             report(f"{'':<22}{line}")
-    batch_dim = opts.static_batch
-    batch = parity_batch(opts.static_batch or SMOKE_BATCH, size)
-    import paddle
+    batch = parity_batch(batch_dim or SMOKE_BATCH, size)
     with paddle.no_grad():
         reference = model(paddle.to_tensor(batch)).numpy()
+    weights_sha = sha256(Path(opts.weights)) if opts.weights else None
 
     target = opts.target()
     with staged_directory(target) as stage:
         paddle_dir = stage / "paddle"
         names = steps.run("paddle-save", save_paddle, deploy_model, paddle_dir, [batch_dim, 3, size, size],
-                          detail=lambda _: f"{paddle_dir.name}/ ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
+                          detail=lambda _: f"paddle/ ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
         (paddle_dir / "inference.yml").write_text(inference_yml(info, opts.model, kwargs))
-        program, params = runtimes.paddle_model_files(paddle_dir)
-        weights_sha = sha256(Path(opts.weights)) if opts.weights else None
+        onnx_path = stage / "model.onnx" if opts.onnx else None
+        fp16_path = stage / "model.fp16.onnx" if opts.fp16 else None
         onnx_info = None
-        if opts.onnx:
-            meta = {"model": opts.model, "family": info.family, "fused": str(opts.fuse).lower(),
-                    "input": f"x float32 NCHW [{batch_dim or 'batch'},3,{size},{size}]",
-                    "input_size": str(size), "num_classes": str(kwargs["num_classes"]),
-                    "normalisation": f"x = (rgb/255 - mean) / std; mean={list(info.mean)} std={list(info.std)}",
-                    "seed_compat": str(opts.seed_compat).lower(), "weights_sha256": weights_sha or "none (fresh init)",
-                    **{f"version.{k}": v for k, v in versions().items()}}
-            fp16_path = stage / "model.fp16.onnx" if opts.fp16 else None
-            onnx_info = steps.run("onnx", _convert, str(program), str(params), str(stage / "model.onnx"), opts.opset,
-                                  meta, str(fp16_path) if fp16_path else None,
-                                  detail=lambda i: f"model.onnx (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
-                                                   f"{i['size'] / 2**20:.1f} MiB)"
-                                                   + (f", model.fp16.onnx ({i['fp16_size'] / 2**20:.1f} MiB)"
-                                                      if opts.fp16 else ""))
-        parity = steps.run("smoke-parity", smoke_parity, reference, batch, paddle_dir,
-                           stage / "model.onnx" if opts.onnx else None, stage / "model.fp16.onnx" if opts.fp16 else None,
+        if onnx_path:
+            program, params = runtimes.paddle_model_files(paddle_dir)
+            onnx_info = steps.run(
+                "onnx", _convert, str(program), str(params), str(onnx_path), opts.opset,
+                onnx_metadata(opts, info, kwargs, weights_sha), str(fp16_path) if fp16_path else None,
+                detail=lambda i: f"model.onnx (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
+                                 f"{i['size'] / 2**20:.1f} MiB)"
+                                 + (f", model.fp16.onnx ({i['fp16_size'] / 2**20:.1f} MiB)" if fp16_path else ""))
+        parity = steps.run("smoke-parity", smoke_parity, reference, batch, paddle_dir, onnx_path, fp16_path,
                            detail=lambda rs: ", ".join(f"{r['runtime']} rel {r['rel_l2']:.1e}" for r in rs))
         manifest = {
             "format": FORMAT,
@@ -276,8 +278,8 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> dict:
             "versions": versions(),
             "timings": steps.timings,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": describe_files(stage),
         }
-        manifest["files"] = describe_files(stage)
         write_json(stage / MANIFEST, manifest)
     report(f"{'written':<14}{'':8}{target}/ ({'dynamic batch' if batch_dim is None else f'static batch {batch_dim}'})")
     return manifest

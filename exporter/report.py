@@ -6,8 +6,7 @@ import platform
 import time
 from pathlib import Path
 
-from .artifact import finished_artifacts
-from .verify import REPORT_FILE
+from .artifact import VERIFY_REPORT, finished_artifacts
 
 REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"
 
@@ -15,7 +14,7 @@ REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"
 def load_reports(root: Path) -> list[dict]:
     reports = []
     for artifact in finished_artifacts(root):
-        path = artifact / REPORT_FILE
+        path = artifact / VERIFY_REPORT
         if path.is_file():
             reports.append(json.loads(path.read_text()))
     return reports

@@ -42,6 +42,7 @@ import models
 from models.dynamic_conv import set_temperature
 from models.weights import WeightsError, restricted_load, state_dict_arrays
 
+from .artifact import write_json
 from .cifar import CifarData, CifarDataset, read_cifar_tarball
 from .errors import BadInput
 
@@ -421,10 +422,6 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
-
 def _save_state_dict(model, path: Path) -> None:
     _atomic_write(path, lambda tmp: paddle.save(model.state_dict(), tmp))
 
@@ -624,7 +621,7 @@ class _Trainer:
         if is_best:
             _save_state_dict(self.net, self.run_dir / "best_model.pdparams")
         _save_state_dict(self.net, self.run_dir / "final_model.pdparams")
-        _write_json(self.run_dir / METRICS, {"best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+        write_json(self.run_dir / METRICS, {"best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
                                              "history": self.history})
         plot_curves(self.history, self.run_dir)
         # Last: the checkpoint is what --resume trusts, so everything above is redone if it is missing.
@@ -668,7 +665,7 @@ def run_training(model: str, data: str, *, epochs: int | None = None, batch_size
             trainer.restore(state, _read_history(run_dir))
         elif trainer.is_writer:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / CONFIG, trainer.config(Path(data)))
+            write_json(run_dir / CONFIG, trainer.config(Path(data)))
         trainer.run()
     return run_dir
 

@@ -22,12 +22,11 @@ from typing import Callable
 import numpy as np
 
 from . import isolate, runtimes
-from .artifact import ArtifactError, integrity_problems, load_manifest, sha256, write_json
+from .artifact import VERIFY_REPORT, ArtifactError, integrity_problems, load_manifest, sha256, write_json
 from .bench import BenchPlan
 from .compare import CPU_FP32, GPU_TF32, Tolerance, agreement
 
 REFERENCE_FILE = "reference.npz"
-REPORT_FILE = "verify.json"
 FP16_FILE = "model.fp16.onnx"
 FP16_TOLERANCE = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # fp16: rel L2 is reported, not bounded
 MULTI_BATCH = 4
@@ -230,108 +229,112 @@ def _divergence_for(row_label: str, spec: runtimes.RuntimeSpec, manifest: dict, 
     return result
 
 
-def verify_artifact(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None] = lambda s: None) -> dict:
-    """Verify one artifact directory; returns the report (also written to <root>/verify.json)."""
-    root = Path(root)
-    manifest = load_manifest(root)
-    report: dict = {"artifact": str(root), "model": manifest["model"], "device": device,
-                    "threads": runtimes.default_threads(opts.threads), "paddle": paddle_available()}
-    progress("integrity")
-    problems = integrity_problems(root, manifest)
-    report["integrity"] = problems
+@dataclass
+class Reference:
+    """What the runtimes are compared with: the eager model's outputs on the parity inputs."""
 
-    have_paddle = paddle_available()
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    source: str
+    eager_model: object = None          # the eager model in the artifact's form, when Paddle is here
+    rows: tuple[dict, ...] = ()         # checks made on the way: eager fused, the stored bundle
+
+
+def reference_for(root: Path, manifest: dict, opts: VerifyOptions, problems: list[str]) -> Reference:
+    """The eager model's outputs (refreshing the bundle), or, without Paddle, the stored bundle."""
     bundle = root / REFERENCE_FILE
-    eager_model = None
-    rows_out: list[dict] = []
-    specs: dict[int, runtimes.RuntimeSpec] = {}  # row index -> the spec that ran it (for divergence)
-    if have_paddle:
-        progress("eager")
+    has_bundle = bundle.is_file() and REFERENCE_FILE in manifest["files"]
+    why_not_eager = "Paddle is not installed"
+    if paddle_available():
         inputs = parity_inputs(manifest, opts.images)
         try:
             plain, folded, eager_model = eager_outputs(manifest, inputs)
         except StaleWeights as err:
             problems.append(str(err))
-            plain = None
-        if plain is not None:
-            reference, source = plain, "eager (unfused)"
-            rows_out.append(_evaluate("eager-fused/cpu", reference, folded, CPU_FP32))
-            if bundle.is_file() and REFERENCE_FILE in manifest["files"]:
-                stored_inputs, stored_outputs = _bundle_arrays(bundle)
-                if set(stored_inputs) == set(inputs) and all(np.array_equal(stored_inputs[k], inputs[k]) for k in inputs):
-                    rows_out.append(_evaluate("reference-bundle", reference, stored_outputs, CPU_FP32))
-                elif not problems:
-                    write_bundle(root, manifest, inputs, plain)
+            why_not_eager = str(err)
+        else:
+            rows = [_evaluate("eager-fused/cpu", plain, folded, CPU_FP32)]
+            stored = _bundle_arrays(bundle) if has_bundle else None
+            if stored and stored[0].keys() == inputs.keys() and all(np.array_equal(stored[0][k], v)
+                                                                    for k, v in inputs.items()):
+                rows.append(_evaluate("reference-bundle", plain, stored[1], CPU_FP32))
             elif not problems:  # never bless a tampered artifact by hashing it into the manifest
                 write_bundle(root, manifest, inputs, plain)
-    if eager_model is None:
-        if not bundle.is_file() or REFERENCE_FILE not in manifest["files"]:
-            raise ArtifactError(f"{root}: no reference to verify against (Paddle is not installed and there is no "
-                                f"{REFERENCE_FILE}): run `cnnexport verify` once on a machine with Paddle")
-        inputs, reference = _bundle_arrays(bundle)
-        source = f"reference bundle ({manifest.get('reference', {}).get('source', REFERENCE_FILE)})"
-    report["reference"] = source
-    report["inputs"] = {k: list(v.shape) for k, v in inputs.items()}
+            return Reference(inputs, plain, "eager (unfused)", eager_model, tuple(rows))
+    if not has_bundle:
+        raise ArtifactError(f"{root}: no reference to verify against ({why_not_eager}, and there is no "
+                            f"{REFERENCE_FILE}): run `cnnexport verify` once on a machine with Paddle")
+    inputs, outputs = _bundle_arrays(bundle)
+    return Reference(inputs, outputs, f"reference bundle ({manifest.get('reference', {}).get('source', REFERENCE_FILE)})")
 
-    static = manifest["input"]["shape"][0]
+
+def _paddle_row(root: Path, ref: Reference, device: str, opts: VerifyOptions, plan: BenchPlan | None):
+    """Paddle Inference (GPU where Paddle has CUDA), with its configuration fallbacks."""
+    paddle_device = "gpu" if device == "gpu" and _paddle_has_cuda() else "cpu"
+    spec = runtimes.RuntimeSpec("paddle-inference", str(root / "paddle"), paddle_device)
+    try:
+        run = runtimes.run_paddle_inference(spec.model_path, list(ref.inputs.values()), paddle_device,
+                                            plan if paddle_device == device else None, opts.threads)
+    except runtimes.AllConfigsFailed as err:
+        return spec, {"runtime": spec.label, "passed": False, "failures": [str(err)], "crashes": err.attempts}, []
+    row = _evaluate(run.record["runtime"], ref.outputs, dict(zip(ref.inputs, run.result.outputs)),
+                    Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol))
+    row.update(config=run.record["config"], failed_configs=run.record["failed_configs"])
+    return spec, row, run.result.timings
+
+
+def verify_artifact(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Verify one artifact directory; returns the report (also written to <root>/verify.json)."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    progress("integrity")
+    problems = integrity_problems(root, manifest)
+    progress("reference")
+    ref = reference_for(root, manifest, opts, problems)
     plan = None
     if opts.bench:
         plan = BenchPlan(manifest["input"]["shape"][-1], tuple(opts.batch_sizes or DEFAULT_BATCH_SIZES[device]),
-                         static_batch=static)
-    report["bench_plan"] = plan.__dict__ if plan else None
+                         static_batch=manifest["input"]["shape"][0])
+
+    ran: list[tuple[runtimes.RuntimeSpec | None, dict]] = [(None, row) for row in ref.rows]
     timings: list[dict] = []
-
-    if have_paddle:
+    if ref.eager_model is not None:
         progress("paddle-inference")
-        paddle_device = "gpu" if device == "gpu" and _paddle_has_cuda() else "cpu"
-        try:
-            run = runtimes.run_paddle_inference(str(root / "paddle"), list(inputs.values()), paddle_device,
-                                                plan if paddle_device == device else None, opts.threads)
-            outputs = dict(zip(inputs, run.result.outputs))
-            row = _evaluate(run.record["runtime"], reference, outputs, Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol))
-            row.update(config=run.record["config"], failed_configs=run.record["failed_configs"])
-            timings += _tag(run.result.timings, manifest)
-        except runtimes.AllConfigsFailed as err:
-            row = {"runtime": f"paddle-inference/{paddle_device}", "passed": False, "failures": [str(err)],
-                   "crashes": err.attempts}
-        specs[len(rows_out)] = runtimes.RuntimeSpec("paddle-inference", str(root / "paddle"), paddle_device)
-        rows_out.append(row)
-
-    for row in runtime_rows(root, device, opts, inputs):
+        spec, row, times = _paddle_row(root, ref, device, opts, plan)
+        ran.append((spec, row))
+        timings += times
+    for row in runtime_rows(root, device, opts, ref.inputs):
         progress(row.spec.label)
-        outputs, extra = _run_row(row, inputs, plan)
+        outputs, extra = _run_row(row, ref.inputs, plan)
         if outputs is None:
-            result = {"runtime": row.spec.label, "passed": False, "failures": [extra["error"]], "crash": extra}
+            ran.append((row.spec, {"runtime": row.spec.label, "passed": False, "failures": [extra["error"]],
+                                   "crash": extra}))
         else:
-            result = _evaluate(row.spec.label, reference, outputs, row.tolerance)
-            timings += _tag(extra["timings"], manifest)
-        specs[len(rows_out)] = row.spec
-        rows_out.append(result)
+            ran.append((row.spec, _evaluate(row.spec.label, ref.outputs, outputs, row.tolerance)))
+            timings += extra["timings"]
 
     divergences = []
-    if eager_model is not None:
-        first_batch = next(iter(inputs.values()))
-        for index, spec in specs.items():
-            result = rows_out[index]
-            if not result["passed"] and "crash" not in result and spec.kind in runtimes.BUILT_IN_KINDS:
-                progress(f"divergence {result['runtime']}")
-                divergences.append(_divergence_for(result["runtime"], spec, manifest, eager_model, first_batch))
-    for index, spec in specs.items():
-        rows_out[index]["spec"] = spec.to_dict()
-    report.update(rows=rows_out, divergence=divergences, timings=timings,
-                  passed=not problems and all(r["passed"] for r in rows_out),
-                  verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    write_json(root / REPORT_FILE, report)
+    for spec, result in ran:
+        if (ref.eager_model is not None and spec is not None and not result["passed"] and "crash" not in result
+                and spec.kind in runtimes.BUILT_IN_KINDS):
+            progress(f"divergence {result['runtime']}")
+            divergences.append(_divergence_for(result["runtime"], spec, manifest, ref.eager_model,
+                                               next(iter(ref.inputs.values()))))
+    rows = [dict(result, spec=spec.to_dict()) if spec else result for spec, result in ran]
+    report = {"artifact": str(root), "model": manifest["model"], "device": device,
+              "threads": runtimes.default_threads(opts.threads), "paddle": paddle_available(),
+              "integrity": problems, "reference": ref.source, "inputs": {k: list(v.shape) for k, v in ref.inputs.items()},
+              "bench_plan": plan.__dict__ if plan else None, "rows": rows, "divergence": divergences,
+              "timings": [dict(t, model=manifest["model"]["name"], fused=manifest["model"]["fused"]) for t in timings],
+              "passed": not problems and all(r["passed"] for r in rows),
+              "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(root / VERIFY_REPORT, report)
     return report
 
 
 def _paddle_has_cuda() -> bool:
     import paddle
     return paddle.is_compiled_with_cuda()
-
-
-def _tag(rows: list[dict], manifest: dict) -> list[dict]:
-    return [dict(r, model=manifest["model"]["name"], fused=manifest["model"]["fused"]) for r in rows]
 
 
 def summary_lines(report: dict) -> list[str]:

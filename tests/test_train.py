@@ -16,6 +16,7 @@ import pytest
 import models
 from exporter import train
 from exporter.cifar import FOLDER, read_cifar_tarball, write_cifar_tarball
+from exporter.cli import main
 from exporter.errors import BadInput
 from exporter.rewrite import fuse
 from models.dynamic_conv import update_temperature
@@ -198,6 +199,12 @@ def test_each_family_trains_and_writes_its_run(tmp_path, tiny, name, size, epoch
     fused, _ = fuse(final)  # VanillaNet: refused unless act_learn is 1
     x = paddle.randn([2, 3, size, size])
     np.testing.assert_allclose(fused(x).numpy(), final(x).numpy(), rtol=1e-3, atol=1e-4)
+
+    # The checkpoint is a deploy input: it exports fused to ONNX and passes verification.
+    artifact = tmp_path / "artifact"
+    assert main([name, "--weights", str(run_dir / "final_model.pdparams"), "--img-size", str(size),
+                 "--fuse", "--onnx", "--out", str(artifact)]) == 0
+    assert main(["verify", str(artifact), "--no-bench", "--no-reference-evaluator"]) == 0
 
 
 def test_knobs_anneal_to_their_deploy_value(tmp_path, tiny):
