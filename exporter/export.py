@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -13,7 +13,8 @@ import os
 import signal
 import tempfile
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 class ChildCrashed(RuntimeError):

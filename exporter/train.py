@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import paddle
@@ -184,7 +184,7 @@ class ActLearnSchedule(DeepTraining):
     end_epoch: int = 20
 
     @classmethod
-    def for_run(cls, info: models.ModelInfo, epochs: int) -> "ActLearnSchedule":
+    def for_run(cls, info: models.ModelInfo, epochs: int) -> ActLearnSchedule:
         # The last epoch must run at 1 or the final model cannot be fused: compress short runs.
         return cls(end_epoch=min(20, epochs - 1))
 
@@ -208,7 +208,7 @@ class TemperatureSchedule(DeepTraining):
     end_epoch: int = 10
 
     @classmethod
-    def for_run(cls, info: models.ModelInfo, epochs: int) -> "DeepTraining":
+    def for_run(cls, info: models.ModelInfo, epochs: int) -> DeepTraining:
         if "temperature" not in inspect.signature(info.constructor).parameters:
             return NO_DEEP_TRAINING  # AlexNet-BN, the notebook's baseline, has no routing
         end_epoch = min(10, epochs - 1)
@@ -300,7 +300,7 @@ class RunArguments:
     seed_compat: bool
 
     @classmethod
-    def resolve(cls, info: models.ModelInfo, recipe: Recipe, data: CifarData, given: dict) -> "RunArguments":
+    def resolve(cls, info: models.ModelInfo, recipe: Recipe, data: CifarData, given: dict) -> RunArguments:
         def pick(key, default):
             return default if given[key] is None else given[key]
 
@@ -463,7 +463,7 @@ def plot_curves(history: list[dict], run_dir: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        _atomic_write(run_dir / name, lambda tmp: fig.savefig(tmp, format="png"))
+        _atomic_write(run_dir / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
 
 
 # ----------------------------------------------------------------------------- training

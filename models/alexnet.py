@@ -7,7 +7,7 @@ are the notebooks' (`features.8.weight`, `classifier.0.weight`, ...).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import paddle
 from paddle import nn

@@ -69,7 +69,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     return obj
 
 
-def state_dict_arrays(model) -> "OrderedDict[str, np.ndarray]":
+def state_dict_arrays(model) -> OrderedDict[str, np.ndarray]:
     return OrderedDict((k, v.numpy()) for k, v in model.state_dict().items())
 
 

@@ -19,7 +19,7 @@ from exporter.artifact import integrity_problems, load_manifest, write_json, des
 from exporter.bench import iobinding_call
 from exporter.compare import GPU_TF32
 from exporter.verify import FP16_TOLERANCE, VerifyOptions, _bundle_arrays, parity_inputs, runtime_rows, verify_artifact
-from tests.helpers import perturb, run_cli
+from tests.helpers import perturb
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -171,7 +171,7 @@ def test_orthonet_filters_are_orthonormal_buffers_that_load_not_redraw(tmp_path)
     # stage sizes 32, 16, 8, 4 px at 32 px input; 512 channels > 4*4: 16 filters repeated 32 times
     assert filters["layer1.0.attn.filters"].shape == (64, 32, 32)
     assert filters["layer4.1.attn.filters"].shape == (512, 4, 4)
-    for name, f in filters.items():
+    for f in filters.values():
         flat = f.reshape(f.shape[0], -1).astype(np.float64)
         n = min(flat.shape)
         np.testing.assert_allclose(flat[:n] @ flat[:n].T, np.eye(n), atol=1e-5)
