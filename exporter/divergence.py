@@ -1,12 +1,13 @@
 """Where two computations of the same model part ways.
 
-Two views, both in graph order:
+Three views, in graph order:
 - activations: the eager Paddle model's layer outputs (forward hooks) against the ONNX graph's
-  intermediate values (every node output exposed to ONNX Runtime). They are aligned monotonically
-  by shape and value; the first divergence is the first layer after which nothing matches again,
-  so layers that a converter fused away are not mistaken for errors.
+  intermediate values (every node output exposed to ONNX Runtime), aligned in order by shape and
+  value (`first_divergence`);
 - weights: the parameters stored in an artifact (ONNX initializers, Paddle's inference.pdiparams)
-  against the eager model's, through the Paddle-name -> state-dict-name map in the manifest.
+  against the eager model's, through the Paddle-name -> state-dict-name map in the manifest;
+- runtime against runtime: ONNX Runtime on the GPU against ONNX Runtime on the CPU, value by value
+  (what is left to compare on a GPU machine without Paddle).
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def rel_error(ref: np.ndarray, other: np.ndarray) -> float:
     return diff / norm if norm > 0 else diff
 
 
-def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-    """(layer path, layer type, output) for every sublayer call, in the order the calls finish."""
+def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.ndarray, bool]]:
+    """(layer path, layer type, output, whether the layer has weights of its own) for every sublayer
+    call, in the order the calls finish."""
     import paddle
 
     records = []
@@ -30,7 +32,8 @@ def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.nda
     def hook(name):
         def record(layer, inputs, output):
             if isinstance(output, paddle.Tensor):
-                records.append((name, type(layer).__name__, output.numpy()))
+                owns = bool(layer.parameters(include_sublayers=False))
+                records.append((name, type(layer).__name__, output.numpy(), owns))
         return record
 
     handles = [layer.register_forward_post_hook(hook(name)) for name, layer in model.named_sublayers()]
@@ -43,14 +46,15 @@ def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.nda
     return records
 
 
-def onnx_intermediates(onnx_path: str, batch: np.ndarray) -> list[dict]:
+def onnx_intermediates(spec, batch: np.ndarray) -> list[dict]:
     """Every node output of the graph, in node order, with the node that made it. Runs ONNX Runtime
-    on a copy of the graph whose outputs are all intermediate values (call it in a child)."""
+    as `spec` says (device, TF32) on a copy of the graph whose outputs are all intermediate values
+    (call it in a child)."""
     import onnx
 
-    from .runtimes import RuntimeSpec, ort_session
+    from .runtimes import ort_session
 
-    model = onnx.load(onnx_path)
+    model = onnx.load(spec.model_path)
     initializers = {i.name for i in model.graph.initializer}
     values = []
     existing = {o.name for o in model.graph.output}
@@ -60,36 +64,58 @@ def onnx_intermediates(onnx_path: str, batch: np.ndarray) -> list[dict]:
                            "weights": [i for i in node.input if i in initializers]})
             if out and out not in existing:
                 model.graph.output.append(onnx.ValueInfoProto(name=out))
-    session = ort_session(RuntimeSpec("onnxruntime", onnx_path), model.SerializeToString())
+    session = ort_session(spec, model.SerializeToString())
     names = [o.name for o in session.get_outputs()]
     arrays = dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch})))
     return [dict(v, array=arrays[v["value"]]) for v in values if v["value"] in arrays]
 
 
-def first_divergence(eager: list[tuple[str, str, np.ndarray]], onnx_values: list[dict]) -> dict | None:
-    """The first eager layer after which no eager output has a counterpart in the ONNX values."""
-    matched = []
+def first_divergence(eager: list[tuple[str, str, np.ndarray, bool]], onnx_values: list[dict]) -> dict | None:
+    """The first eager layer whose output has no counterpart in the ONNX values, and whose successor
+    has none either.
+
+    Layer outputs are matched in order, by shape and value (within MATCH_RTOL). A layer the
+    converter or onnxslim fused away (a conv whose BatchNorm was merged into it) has no counterpart
+    but its successor does; a layer that really diverges takes everything after it along. The ONNX
+    node reported for it is the first one after the last match that has the layer's output shape
+    and, for a layer with weights, weights of its own; failing that, the closest value.
+    """
+    positions: list[int | None] = []
     cursor = 0
-    for index, (_, _, out) in enumerate(eager):
-        for k in range(cursor, len(onnx_values)):
-            candidate = onnx_values[k]["array"]
-            if candidate.shape == out.shape and rel_error(out, candidate) <= MATCH_RTOL:
-                matched.append(index)
-                cursor = k
-                break
-    last_match = matched[-1] if matched else -1
-    if last_match == len(eager) - 1:
+    for _, _, out, _ in eager:
+        hit = next((k for k in range(cursor, len(onnx_values)) if onnx_values[k]["array"].shape == out.shape
+                    and rel_error(out, onnx_values[k]["array"]) <= MATCH_RTOL), None)
+        positions.append(hit)
+        cursor = hit if hit is not None else cursor
+    index = next((i for i, hit in enumerate(positions)
+                  if hit is None and (i + 1 == len(positions) or positions[i + 1] is None)), None)
+    if index is None:
         return None
-    name, layer_type, out = eager[last_match + 1]
-    same_shape = [v for v in onnx_values[cursor:] if v["array"].shape == out.shape]
-    best = min(same_shape, key=lambda v: rel_error(out, v["array"]), default=None)
-    report = {"layer": name, "layer_type": layer_type,
-              "after": eager[last_match][0] if matched else "(input)"}
+    name, layer_type, out, owns_weights = eager[index]
+    matched_before = [i for i in range(index) if positions[i] is not None]
+    start = positions[matched_before[-1]] if matched_before else 0
+    report = {"layer": name, "layer_type": layer_type, "after": eager[matched_before[-1]][0] if matched_before else "(input)"}
+    candidates = [v for v in onnx_values[start:] if v["array"].shape == out.shape]
+    best = next((v for v in candidates if owns_weights and v["weights"]), None) or min(
+        candidates, key=lambda v: rel_error(out, v["array"]), default=None)
     if best is not None:
         report.update(onnx_node=best["node"], op_type=best["op"], weights=best["weights"],
-                      rel_error=rel_error(out, best["array"]),
-                      max_abs=float(np.abs(best["array"] - out).max()))
+                      rel_error=rel_error(out, best["array"]), max_abs=float(np.abs(best["array"] - out).max()))
     return report
+
+
+def first_differing_value(reference: list[dict], values: list[dict], rtol: float = MATCH_RTOL) -> dict | None:
+    """Two runs of the same graph (say CUDA and CPU): the first value, in node order, that differs."""
+    arrays = {v["value"]: v["array"] for v in values}
+    for ref in reference:
+        other = arrays.get(ref["value"])
+        if other is not None and other.shape == ref["array"].shape:
+            err = rel_error(ref["array"].astype(np.float64), other)
+            if not err <= rtol:
+                return {"value": ref["value"], "onnx_node": ref["node"], "op_type": ref["op"],
+                        "weights": ref["weights"], "rel_error": err,
+                        "max_abs": float(np.abs(other - ref["array"]).max())}
+    return None
 
 
 def weight_differences(stored: dict[str, np.ndarray], names: dict[str, str], reference: dict[str, np.ndarray],

@@ -52,10 +52,6 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {prop.key: prop.value for prop in model.metadata_props}
-
-
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Weights and compute in float16, the `x` input and `logits` output kept float32 for callers."""
     from onnxconverter_common import float16

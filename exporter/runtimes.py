@@ -8,9 +8,9 @@ each runtime imports its own library when opened. Runtimes are meant to be opene
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 
@@ -45,8 +45,8 @@ class PaddleConfig:
         config.switch_ir_optim(self.ir_optim)
 
 
-# Tried in order until one runs. Paddle Inference 3.x's default CPU path (oneDNN) segfaults on
-# some graphs of this zoo; the documented fallback is oneDNN off, then no IR optimisation.
+# Tried in order until one runs. Paddle Inference 3.3's default CPU path (oneDNN) is reported to
+# segfault on some graphs of this zoo; the documented fallback is oneDNN off, then no IR optimisation.
 CPU_PADDLE_CONFIGS = (
     PaddleConfig("cpu-onednn", onednn=True),
     PaddleConfig("cpu-native"),
@@ -60,10 +60,15 @@ GPU_PADDLE_CONFIGS = (
 
 
 def paddle_configs(device: str, tensorrt: bool = False) -> tuple[PaddleConfig, ...]:
-    """The configurations to try for `device`, best first (TensorRT only when it is installed)."""
+    """The configurations to try for `device`, best first (TensorRT only where Paddle was built with it)."""
     if device == "gpu":
         return GPU_PADDLE_CONFIGS if tensorrt else GPU_PADDLE_CONFIGS[1:]
     return CPU_PADDLE_CONFIGS
+
+
+def paddle_has_tensorrt() -> bool:
+    from paddle.inference import get_trt_compile_version
+    return any(get_trt_compile_version())
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def run_paddle_inference(paddle_dir: str, batches: list[np.ndarray], device: str
     from . import isolate
 
     attempts = []
-    for config in paddle_configs(device):
+    for config in paddle_configs(device, tensorrt=device == "gpu" and paddle_has_tensorrt()):
         spec = RuntimeSpec("paddle-inference", paddle_dir, device=device, threads=threads, paddle_config=config)
         try:
             result = isolate.call_isolated(run_job, spec, batches, bench_plan, what=spec.label)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import difflib
-import inspect
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
@@ -32,10 +31,6 @@ class ModelInfo:
     num_classes: int = 10
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-
-    @property
-    def doc(self) -> str:
-        return (inspect.getdoc(self.constructor) or "").splitlines()[0]
 
 
 _REGISTRY: dict[str, ModelInfo] = {}

@@ -163,3 +163,20 @@ def test_device_resident_timing_path_runs_on_the_cpu_provider(artifact):
     call()
     expected = runtimes.open_runtime(spec)(batch)
     np.testing.assert_array_equal(output.numpy(), expected)
+
+
+def test_runtime_against_runtime_alignment_finds_the_changed_node(artifact, tmp_path):
+    """What a GPU machine without Paddle localises: one run's values against another's, by node."""
+    from exporter.divergence import first_differing_value, onnx_intermediates
+
+    model = onnx.load(artifact / "model.onnx")
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][5]
+    init = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+    onnx.save(model, tmp_path / "changed.onnx")
+    batch = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
+    clean = onnx_intermediates(runtimes.RuntimeSpec("onnxruntime", str(artifact / "model.onnx")), batch)
+    changed = onnx_intermediates(runtimes.RuntimeSpec("onnxruntime", str(tmp_path / "changed.onnx")), batch)
+    assert first_differing_value(clean, clean) is None
+    found = first_differing_value(clean, changed)
+    assert found["value"] == conv.output[0] and found["onnx_node"] == conv.name and conv.input[1] in found["weights"]

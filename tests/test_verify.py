@@ -84,12 +84,15 @@ def _copy(artifacts: Path, name: str, tmp_path: Path) -> Path:
     return copy
 
 
-def test_tampered_onnx_weight_fails_and_divergence_names_the_layer(verified, tmp_path, capsys):
+@pytest.mark.parametrize("name, owner", [
+    ("vanillanet_5-fused", "stages.1.conv.weight"),  # a chain: the merged 1x1 conv of the second stage
+    ("orthonet18-fused", "layer3.0.conv2.weight"),   # a residual block whose shortcut runs beside it
+])
+def test_tampered_onnx_weight_fails_and_divergence_names_the_layer(verified, tmp_path, capsys, name, owner):
     _, root = verified
-    art = _copy(root, "vanillanet_5-fused", tmp_path)
+    art = _copy(root, name, tmp_path)
     manifest = load_manifest(art)
     model = onnx.load(art / "model.onnx")
-    owner = "stages.1.conv.weight"  # the merged 1x1 conv of the second stage: its inputs are never all zero
     weight_name = next(p for p, s in manifest["paddle_param_names"].items() if s == owner)
     init = next(i for i in model.graph.initializer if i.name == weight_name)
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2.0, weight_name))
