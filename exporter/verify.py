@@ -164,7 +164,8 @@ def runtime_rows(root: Path, device: str, opts: VerifyOptions, inputs: dict[str,
         cpu = runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "cpu", opts.threads)
         rows.append(Row(cpu, tol, bench=device == "cpu"))
         if device == "gpu":
-            gpu = runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "gpu", tf32=True)
+            # The deployment setting: TF32 and NHWC kernels (about 20% faster on an H100, same accuracy).
+            gpu = runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "gpu", tf32=True, prefer_nhwc=True)
             rows.append(Row(gpu, gpu_tol, bench=True))
             # TF32 off must meet the fp32 CPU tolerance: it separates TF32 rounding from a conversion error.
             rows.append(Row(runtimes.RuntimeSpec("onnxruntime", str(onnx_path), "gpu", tf32=False), tol))
@@ -176,7 +177,7 @@ def runtime_rows(root: Path, device: str, opts: VerifyOptions, inputs: dict[str,
         photos = tuple(k for k in inputs if k.startswith("photos"))
         for dev in ("cpu", "gpu") if device == "gpu" else ("cpu",):
             spec = runtimes.RuntimeSpec("onnxruntime", str(fp16_path), dev, opts.threads if dev == "cpu" else 0,
-                                        precision="fp16")
+                                        prefer_nhwc=dev == "gpu", precision="fp16")
             rows.append(Row(spec, FP16_TOLERANCE, photos, bench=dev == device))
     rows += [Row(spec, tol) for spec in opts.extra_runtimes]
     return rows

@@ -136,6 +136,8 @@ def test_gpu_rows_and_tolerances_are_planned_on_any_machine(artifact):
     assert rows["onnxruntime/gpu fp16"].tolerance == FP16_TOLERANCE
     assert runtimes.ort_providers(rows["onnxruntime/gpu [fp32]"].spec)[0] == (
         "CUDAExecutionProvider", {"use_tf32": "0", "prefer_nhwc": "0", "enable_cuda_graph": "0"})
+    assert runtimes.ort_providers(rows["onnxruntime/gpu [tf32]"].spec)[0] == (
+        "CUDAExecutionProvider", {"use_tf32": "1", "prefer_nhwc": "1", "enable_cuda_graph": "0"})
     assert runtimes.ort_providers(rows["onnxruntime/cpu"].spec) == ["CPUExecutionProvider"]
 
 
