@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -76,11 +77,18 @@ def load_manifest(root: Path) -> dict:
     return manifest
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON via a temporary file and a rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """`write(tmp)` to a temporary name in the same directory, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def finished_artifacts(root: Path) -> list[Path]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import pickle
 import random
 import time
@@ -42,7 +41,7 @@ import models
 from models.dynamic_conv import set_temperature
 from models.weights import WeightsError, restricted_load, state_dict_arrays
 
-from .artifact import write_json
+from .artifact import atomic_write, write_json
 from .cifar import CifarData, CifarDataset, read_cifar_tarball
 from .errors import BadInput
 
@@ -412,18 +411,8 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------- files
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary name in the same directory, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_state_dict(model, path: Path) -> None:
-    _atomic_write(path, lambda tmp: paddle.save(model.state_dict(), tmp))
+    atomic_write(path, lambda tmp: paddle.save(model.state_dict(), tmp))
 
 
 def _to_numpy(obj):
@@ -463,7 +452,7 @@ def plot_curves(history: list[dict], run_dir: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        _atomic_write(run_dir / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
+        atomic_write(run_dir / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
 
 
 # ----------------------------------------------------------------------------- training
@@ -625,7 +614,7 @@ class _Trainer:
                                              "history": self.history})
         plot_curves(self.history, self.run_dir)
         # Last: the checkpoint is what --resume trusts, so everything above is redone if it is missing.
-        _atomic_write(self.run_dir / CHECKPOINT,
+        atomic_write(self.run_dir / CHECKPOINT,
                       lambda tmp: Path(tmp).write_bytes(pickle.dumps(self.checkpoint(), protocol=4)))
 
 

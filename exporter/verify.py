@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import isolate, runtimes
-from .artifact import VERIFY_REPORT, ArtifactError, integrity_problems, load_manifest, sha256, write_json
+from .artifact import VERIFY_REPORT, ArtifactError, atomic_write, integrity_problems, load_manifest, sha256, write_json
 from .bench import BenchPlan
 from .compare import CPU_FP32, GPU_TF32, Tolerance, agreement
 
@@ -44,6 +44,10 @@ class VerifyOptions:
     threads: int = 0
     reference_evaluator: bool = True
     extra_runtimes: tuple[runtimes.RuntimeSpec, ...] = ()
+
+    def tolerance(self, default: Tolerance) -> Tolerance:
+        """`default`, with the user's --rtol and --atol where given."""
+        return Tolerance(self.rtol or default.rel_l2, self.atol)
 
 
 def paddle_available() -> bool:
@@ -134,10 +138,13 @@ def write_bundle(root: Path, manifest: dict, inputs: dict, outputs: dict) -> Non
     import paddle
 
     path = root / REFERENCE_FILE
-    tmp = root / f".{REFERENCE_FILE}.tmp.npz"
-    np.savez_compressed(tmp, **{f"input:{k}": v for k, v in inputs.items()},
-                        **{f"output:{k}": v for k, v in outputs.items()})
-    tmp.replace(path)
+    arrays = {**{f"input:{k}": v for k, v in inputs.items()}, **{f"output:{k}": v for k, v in outputs.items()}}
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, save)
     manifest["reference"] = {"file": REFERENCE_FILE, "batches": {k: list(v.shape) for k, v in inputs.items()},
                              "source": f"eager model, unfused (paddle {paddle.__version__})",
                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -156,8 +163,8 @@ class Row:
 
 
 def runtime_rows(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, np.ndarray]) -> list[Row]:
-    tol = Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol)
-    gpu_tol = Tolerance(opts.rtol or GPU_TF32.rel_l2, opts.atol)
+    tol = opts.tolerance(CPU_FP32)
+    gpu_tol = opts.tolerance(GPU_TF32)
     onnx_path = root / "model.onnx"
     rows: list[Row] = []
     if onnx_path.is_file():
@@ -288,7 +295,7 @@ def _paddle_row(root: Path, ref: Reference, device: str, opts: VerifyOptions, pl
     except runtimes.AllConfigsFailed as err:
         return spec, {"runtime": spec.label, "passed": False, "failures": [str(err)], "crashes": err.attempts}, []
     row = _evaluate(run.record["runtime"], ref.outputs, dict(zip(ref.inputs, run.result.outputs)),
-                    Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol))
+                    opts.tolerance(CPU_FP32))
     row.update(config=run.record["config"], failed_configs=run.record["failed_configs"])
     return spec, row, run.result.timings
 
