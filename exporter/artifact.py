@@ -1,4 +1,4 @@
-"""An artifact directory: its manifest, the integrity of its files, and writing it atomically. Paddle-free.
+"""An artifact directory: its manifest, the integrity of its files, and writing it safely. Paddle-free.
 
     artifacts/vanillanet_5-fused/
         manifest.json          what it is, how it was made, every file with size and sha256
@@ -7,27 +7,51 @@
         reference.npz          parity inputs and the eager model's outputs (written by `verify`)
         verify.json            the last verification's report (not covered by the manifest)
 
-A directory is an artifact once its manifest exists: the manifest is written last, into a
-hidden staging directory that is renamed into place only when everything is in it.
+A directory is an artifact once its manifest exists: the manifest is written last, into a hidden
+staging directory that takes the target's place only when everything is in it.
+
+How writes survive a kill, and never touch what cnnexport did not create:
+- every temporary path carries the pid of the process that made it (`.NAME.staging-PID-xxxx`,
+  `.NAME.tmp-PID`), and the next run removes those whose process is dead (`sweep_leftovers`);
+- the target is replaced by one atomic exchange (`renameat2(RENAME_EXCHANGE)`), so at every
+  instant it is the old artifact or the new one; where the kernel or filesystem lacks it, two
+  renames, and a kill between them is repaired by the next run (the old artifact is put back);
+- a lock file beside the target (`.NAME.lock`, flock) serialises the processes that write it;
+- only a finished artifact (holding nothing its manifest does not account for) or an empty
+  directory is ever replaced (`check_replaceable`).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+
+from .errors import BadInput
 
 MANIFEST = "manifest.json"
-VERIFY_REPORT = "verify.json"  # written by every verify run: about the artifact, not part of it
+VERIFY_REPORT = "verify.json"    # written by every verify run: about the artifact, not part of it
+REFERENCE_FILE = "reference.npz"  # written by verify: a cache of the eager model's outputs
 FORMAT = "cnnexport-artifact/1"
+# Files verify writes into an artifact after the export: an artifact holding them (or
+# leftovers of a dead run) is still only cnnexport's.
+VERIFY_FILES = (VERIFY_REPORT, REFERENCE_FILE)
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|tmp|replaced)-(?P<pid>\d+)(?:-[^/]*)?$")
 
 
-class ArtifactError(ValueError):
-    """Not an artifact, or an unfinished one."""
+class ArtifactError(BadInput):
+    """Not an artifact, an unfinished one, or one whose manifest is malformed (exit 2)."""
 
 
 def sha256(path: Path) -> str:
@@ -38,27 +62,68 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_files(root: Path) -> dict[str, dict]:
-    """Every file under `root` except the manifest: relative path -> size and sha256."""
-    return {str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": sha256(p)}
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+# ----------------------------------------------------------------------------- the manifest's schema
+
+def _require(ok: bool, path: Path, what: str) -> None:
+    if not ok:
+        raise ArtifactError(f"{path} is not a valid artifact manifest: {what}; export the model again")
 
 
-def integrity_problems(root: Path, manifest: dict) -> list[str]:
-    """Files that are missing, changed, or not in the manifest: a stale or tampered artifact."""
-    problems = []
-    listed = manifest.get("files", {})
-    for rel, meta in listed.items():
-        path = root / rel
-        if not path.is_file():
-            problems.append(f"{rel} is missing")
-        elif path.stat().st_size != meta["size"] or sha256(path) != meta["sha256"]:
-            problems.append(f"{rel} has changed since it was written (sha256 mismatch)")
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_file() and rel not in (MANIFEST, VERIFY_REPORT) and rel not in listed:
-            problems.append(f"{rel} is not in the manifest")
-    return problems
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _section(manifest: dict, key: str, path: Path) -> dict:
+    value = manifest.get(key)
+    _require(isinstance(value, dict), path, f"`{key}` must be an object")
+    return value
+
+
+def validate_manifest(manifest, path: Path) -> dict:
+    """Check every field that verify reads, with its type; return the manifest."""
+    _require(isinstance(manifest, dict), path, "it is not a JSON object")
+    _require(manifest.get("format") == FORMAT, path, f"format {manifest.get('format')!r}, want {FORMAT!r}")
+    model = _section(manifest, "model", path)
+    _require(isinstance(model.get("name"), str) and isinstance(model.get("family"), str), path,
+             "`model.name` and `model.family` must be strings")
+    _require(isinstance(model.get("kwargs"), dict) and isinstance(model.get("fused"), bool), path,
+             "`model.kwargs` must be an object and `model.fused` a boolean")
+    weights = _section(manifest, "weights", path)
+    _require(weights.get("path") is None or isinstance(weights.get("path"), str), path,
+             "`weights.path` must be a string or null")
+    _require((weights.get("path") is None) == (weights.get("sha256") is None)
+             and (weights.get("sha256") is None or _is_sha256(weights["sha256"])), path,
+             "`weights.sha256` must be the sha256 of `weights.path`")
+    spec = _section(manifest, "input", path)
+    shape = spec.get("shape")
+    _require(isinstance(shape, list) and len(shape) == 4 and (shape[0] is None or _is_int(shape[0]) and shape[0] >= 1)
+             and shape[1] == 3 and all(_is_int(s) and 1 <= s <= 4096 for s in shape[2:]), path,
+             "`input.shape` must be [batch or null, 3, S, S]")
+    _require(spec.get("dynamic_batch") is (shape[0] is None), path, "`input.dynamic_batch` must say whether the batch is null")
+    for key in ("mean", "std"):
+        _require(isinstance(spec.get(key), list) and len(spec[key]) == 3 and all(map(_is_number, spec[key])), path,
+                 f"`input.{key}` must be three numbers")
+    _require(all(s > 0 for s in spec["std"]) and _is_number(spec.get("scale")) and spec["scale"] > 0, path,
+             "`input.std` and `input.scale` must be positive")
+    _require(spec.get("dtype") == "float32", path, "`input.dtype` must be float32")
+    files = _section(manifest, "files", path)
+    for rel, meta in files.items():
+        _require(isinstance(meta, dict) and _is_int(meta.get("size")) and meta["size"] >= 0
+                 and _is_sha256(meta.get("sha256")), path, f"file entry {rel!r} needs an integer `size` and a `sha256`")
+    names = manifest.get("paddle_param_names", {})
+    _require(isinstance(names, dict) and all(isinstance(v, str) for v in names.values()), path,
+             "`paddle_param_names` must map names to names")
+    reference = manifest.get("reference")
+    _require(reference is None or isinstance(reference, dict), path, "`reference` must be an object")
+    return manifest
 
 
 def load_manifest(root: Path) -> dict:
@@ -69,17 +134,128 @@ def load_manifest(root: Path) -> dict:
     if not path.is_file():
         raise ArtifactError(f"{root} is not a finished artifact (no {MANIFEST}): export it again with `cnnexport MODEL`")
     try:
-        manifest = json.loads(path.read_text())
-    except ValueError as err:
-        raise ArtifactError(f"{path} is not valid JSON ({err}): export the model again") from None
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not a cnnexport manifest (format {manifest.get('format')!r}, want {FORMAT!r})")
-    return manifest
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, OSError) as err:
+        raise ArtifactError(f"{path} is not valid JSON ({' '.join(str(err).split())}): export the model again") from None
+    return validate_manifest(manifest, path)
+
+
+# ----------------------------------------------------------------------------- integrity
+
+def _inside(root: Path, rel: str) -> bool:
+    """Whether a manifest path names a place inside the artifact (relative, no `..`, no link out)."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel or "\0" in rel:
+        return False
+    try:
+        return (root / rel).resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _tree(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, lstat) of everything under `root`, symbolic links not followed."""
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(directory) / name
+            yield str(path.relative_to(root)), path.lstat()
+
+
+def describe_files(root: Path) -> dict[str, dict]:
+    """Every file under `root` except the manifest: relative path -> size and sha256."""
+    return {rel: {"size": st.st_size, "sha256": sha256(root / rel)}
+            for rel, st in sorted(_tree(root)) if stat.S_ISREG(st.st_mode) and rel != MANIFEST}
+
+
+def integrity_problems(root: Path, manifest: dict) -> dict[str, str]:
+    """File -> what is wrong with it: missing, changed, not in the manifest, a link, outside the artifact.
+
+    A file outside the artifact, a link or anything but a regular file is never read.
+    """
+    root = Path(root)
+    problems: dict[str, str] = {}
+    listed = manifest["files"]
+    for rel, meta in listed.items():
+        path = root / rel
+        if not _inside(root, rel):
+            problems[rel] = f"{rel} is listed in the manifest but lies outside the artifact"
+        elif not path.exists() and not path.is_symlink():
+            problems[rel] = f"{rel} is missing"
+        elif not stat.S_ISREG(path.lstat().st_mode):
+            problems[rel] = f"{rel} is not a regular file (cnnexport writes no links or special files)"
+        elif path.stat().st_size != meta["size"] or sha256(path) != meta["sha256"]:
+            problems[rel] = f"{rel} has changed since it was written (sha256 mismatch)"
+    for rel, st in _tree(root):
+        if rel in listed or rel == MANIFEST or stat.S_ISDIR(st.st_mode):
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            problems[rel] = f"{rel} is a symbolic link (cnnexport writes none)"
+        elif rel not in VERIFY_FILES:
+            problems[rel] = f"{rel} is not in the manifest"
+    return problems
+
+
+def unaccounted_files(root: Path) -> list[str]:
+    """What an artifact holds that neither its manifest nor verify accounts for: the user's files."""
+    listed = load_manifest(root)["files"]
+    return [rel for rel, st in sorted(_tree(root)) if not stat.S_ISDIR(st.st_mode)
+            and rel not in listed and rel != MANIFEST and rel not in VERIFY_FILES]
+
+
+def finished_artifacts(root: Path) -> list[Path]:
+    """Artifact directories directly under `root` (staging directories are hidden and skipped)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+
+# ----------------------------------------------------------------------------- leftovers of dead runs
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep_leftovers(directory: Path) -> None:
+    """Remove the staging directories and temporary files of dead cnnexport processes in `directory`.
+
+    A `.NAME.replaced-PID` (the old artifact, moved aside by the two-rename fallback of a run
+    killed mid-swap) is put back at NAME if nothing took its place, removed otherwise.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if not match or _pid_alive(int(match["pid"])):
+            continue
+        home = directory / match["name"]
+        if match["kind"] == "replaced" and not home.exists() and not home.is_symlink():
+            os.rename(entry, home)
+        else:
+            _remove(entry)
+
+
+def temp_path(path: Path) -> Path:
+    """A temporary name beside `path`, carrying this process's pid (see `sweep_leftovers`)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """`write(tmp)` to a temporary name in the same directory, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         write(str(tmp))
         os.replace(tmp, path)
@@ -91,51 +267,135 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def finished_artifacts(root: Path) -> list[Path]:
-    """Artifact directories directly under `root` (staging directories are hidden and skipped)."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+# ----------------------------------------------------------------------------- locking and replacing
 
-
-def _pid_alive(pid: int) -> bool:
+def writable_directory(directory: Path) -> bool:
+    """Try it: permission bits say nothing to root, or about read-only and virtual filesystems."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        Path(tempfile.mkdtemp(prefix=f".cnnexport-probe.tmp-{os.getpid()}-", dir=directory)).rmdir()
+    except OSError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
-def _remove_stale_staging(parent: Path, name: str) -> None:
-    """Staging directories left by a process that died hard (SIGKILL, power loss)."""
-    for path in parent.glob(f".{name}.staging-*"):
-        pid = path.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+@contextlib.contextmanager
+def locked(target: Path, on_wait: Callable[[str], None] = lambda line: None) -> Iterator[None]:
+    """Hold an exclusive lock on `target` (a `.NAME.lock` file beside it) for the block.
+
+    A second process waits for the first. The lock file is removed while still held; a waiter
+    that then holds a removed file's lock tries again, so two holders never coexist.
+    """
+    target = Path(target)
+    lock_path = target.parent / f".{target.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise BadInput(f"cannot lock {target} ({err.strerror}: {lock_path}): cnnexport writes there; "
+                           "give a writable place") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait(f"waiting for another cnnexport process writing {target}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse (BadInput) a target that is neither absent, an empty directory, nor a finished artifact
+    holding only what cnnexport wrote: nothing of the user's is ever replaced."""
+    target = Path(target)
+    if target.is_symlink():
+        raise BadInput(f"{target} is a symbolic link: give --out a real directory path")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise BadInput(f"{target} is a file, not an artifact directory: choose another --out")
+    if not any(target.iterdir()):
+        return
+    if not (target / MANIFEST).is_file():
+        raise BadInput(f"{target} holds files and is not a cnnexport artifact: cnnexport only replaces an artifact "
+                       "it wrote or an empty directory; choose another --out")
+    try:
+        foreign = unaccounted_files(target)
+    except ArtifactError:
+        raise BadInput(f"{target} has a {MANIFEST} that is not a cnnexport manifest: cnnexport only replaces an "
+                       "artifact it wrote or an empty directory; choose another --out") from None
+    if foreign:
+        raise BadInput(f"{target} is an artifact that also holds files cnnexport did not write ({', '.join(foreign[:3])}"
+                       f"{' ...' if len(foreign) > 3 else ''}): move them out or choose another --out")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the kernel, libc or filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """After this, `final` is what `staging` was, and `staging` holds the old `final` (if any)."""
+    if not final.exists():
+        os.rename(staging, final)
+    elif not _exchange(staging, final):
+        # No atomic exchange here: a kill between the two renames leaves the old artifact at
+        # .NAME.replaced-PID, which the next run puts back (sweep_leftovers).
+        aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+        os.rename(final, aside)
+        os.rename(staging, final)
+        os.rename(aside, staging)
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
-def staged_directory(final: Path):
-    """Yield an empty staging directory beside `final`; on success it replaces `final`.
+def staged_directory(final: Path, on_wait: Callable[[str], None] = lambda line: None) -> Iterator[Path]:
+    """Yield an empty staging directory beside `final`; on success it takes `final`'s place.
 
-    On any exception the staging directory is removed and `final` is left as it was. The swap
-    is two renames: at no moment does `final` hold a partial artifact.
+    On any exception (or signal turned into one) the staging directory is removed and `final` is
+    left as it was. `final` is locked for the whole block and re-checked with `check_replaceable`.
     """
-    final = Path(final)
+    final = Path(final).absolute()
+    created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(final.parent, final.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-{os.getpid()}-", dir=final.parent))
     try:
-        yield staging
+        with locked(final, on_wait):
+            sweep_leftovers(final.parent)
+            check_replaceable(final)
+            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-{os.getpid()}-", dir=final.parent))
+            try:
+                staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: a model server must read it
+                yield staging
+                _swap_into_place(staging, final)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for directory in created:  # only directories this call made, and only if still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
         raise
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.replaced-{os.getpid()}")
-        os.rename(final, old)
-    os.rename(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

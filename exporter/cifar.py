@@ -7,7 +7,8 @@ ints); the meta file has `b"label_names"`. Paddle's `Cifar10` dataset downloads 
 `~/.cache/paddle/dataset/cifar/`.
 
 A pickle can name any callable to run while it loads, so the members are read with
-`models.weights.restricted_load`, which resolves only numpy's array-rebuilding globals.
+`models.weights.restricted_load`, which calls nothing the file names and gives back only plain
+containers and bool, integer and float arrays. Only regular members of a sane size are read.
 
     data = read_cifar_tarball("cifar-10-python.tar.gz")       # images uint8 [N, 32, 32, 3]
     write_cifar_tarball("mine.tar.gz", train_x, train_y, test_x, test_y, label_names)
@@ -15,6 +16,7 @@ A pickle can name any callable to run while it loads, so the members are read wi
 from __future__ import annotations
 
 import io
+import numbers
 import pickle
 import struct
 import tarfile
@@ -37,6 +39,8 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_MEMBER = "test_batch"
 META_MEMBER = "batches.meta"
+# The real batches are about 31 MB each: a member beyond this is refused before it is read.
+MAX_MEMBER_BYTES = 1 << 30
 _EXPECTED = (f"expected {', '.join(TRAIN_MEMBERS)}, {TEST_MEMBER} and {META_MEMBER} under {FOLDER}/, "
              "as in the CIFAR-10 python version (cifar-10-python.tar.gz)")
 
@@ -85,15 +89,16 @@ def _load_member(tar: tarfile.TarFile, path: Path, name: str):
         member = tar.getmember(f"{FOLDER}/{name}")
     except KeyError:
         raise BadInput(f"{path} has no member {FOLDER}/{name}: {_EXPECTED}") from None
-    fileobj = tar.extractfile(member)
-    if fileobj is None:
+    # A link would be followed to another member (or fail), a device would be opened: regular files only.
+    if not member.isreg():
         raise BadInput(f"{path}: {FOLDER}/{name} is not a regular file: {_EXPECTED}")
+    if member.size > MAX_MEMBER_BYTES:
+        raise BadInput(f"{path}: {FOLDER}/{name} is {member.size:,} bytes, more than any CIFAR batch "
+                       f"({MAX_MEMBER_BYTES:,} at most): {_EXPECTED}")
     try:
-        return restricted_load(fileobj, encoding="bytes")
+        return restricted_load(tar.extractfile(member), encoding="bytes")
     except WeightsError as err:
         raise BadInput(f"{path}: {FOLDER}/{name}: {err}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
-        raise BadInput(f"{path}: {FOLDER}/{name} is not a readable pickle ({err}): {_EXPECTED}") from None
 
 
 def _images_and_labels(batch, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,13 +109,27 @@ def _images_and_labels(batch, path: Path, name: str) -> tuple[np.ndarray, np.nda
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == ROW):
         got = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
         raise BadInput(f"{where}: b'data' must be uint8 [N, {ROW}] (32x32 RGB planes), got {got}")
-    try:
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise BadInput(f"{where}: b'labels' must be a list of integers") from None
+    labels = _labels(batch[b"labels"], where)
     if labels.shape != (len(data),):
         raise BadInput(f"{where}: {len(data)} images but b'labels' has shape {list(labels.shape)}")
     return data.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1), labels
+
+
+def _labels(labels, where: str) -> np.ndarray:
+    """A list of ints or an integer array, as int64: bools and floats are refused, not cast."""
+    if isinstance(labels, np.ndarray):
+        problem = "" if labels.dtype.kind in "iu" else f"a {labels.dtype} array"
+    elif isinstance(labels, list):
+        wrong = [v for v in labels if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+        problem = f"a list holding a {type(wrong[0]).__name__}" if wrong else ""
+    else:
+        problem = f"a {type(labels).__name__}"
+    if problem:
+        raise BadInput(f"{where}: b'labels' must be a list of integers, got {problem}")
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise BadInput(f"{where}: b'labels' holds integers beyond int64") from None
 
 
 def _label_names(meta, path: Path) -> tuple[str, ...]:
@@ -158,11 +177,12 @@ def write_cifar_tarball(path: str | Path, train_images: np.ndarray, train_labels
 
 
 class _Python2Pickler(pickle._Pickler):
-    """Protocol 2 with bytes written as Python 2 `str`, as cPickle wrote the original archive.
+    """Protocol 2 with bytes and (ASCII) text written as Python 2 `str`, as cPickle wrote the original archive.
 
     Python 3's protocol 2 spells bytes as a call to `_codecs.encode`; a Python 2 string needs no
     global at all, and `pickle.load(..., encoding="bytes")` (Paddle's reader, and ours) reads it
-    back as bytes.
+    back as bytes. Text appears only inside numpy's pickles (type codes such as "u1" and byte
+    orders): as Python 2 strings they are bytes to the reader too, as in the original archive.
     """
 
     dispatch = dict(pickle._Pickler.dispatch)
@@ -175,6 +195,7 @@ class _Python2Pickler(pickle._Pickler):
         self.memoize(obj)
 
     dispatch[bytes] = save_python2_str
+    dispatch[str] = lambda self, text: self.save_python2_str(text.encode("ascii"))
 
 
 def _checked_images(images: np.ndarray, what: str) -> np.ndarray:

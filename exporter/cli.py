@@ -10,21 +10,46 @@ its ONNX Runtime side on a machine without Paddle.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import BadInput, ExportFailed
+from .errors import BadInput, ExportFailed, Terminated
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _load_paddle() -> None:
+    """Import Paddle (where installed) before any work, then take SIGTERM back: Paddle's import
+    installs a handler that prints a C++ "FatalError" banner and skips every cleanup."""
+    with contextlib.suppress(ImportError):
+        import paddle  # noqa: F401
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str, unit: str):
+    """(show(name, step), advance()): a bar on a terminal, one plain line per step otherwise
+    (a log gets no carriage returns)."""
+    if not sys.stderr.isatty():
+        yield (lambda name, step: click.echo(f"{desc} {name}: {step}", err=True)), (lambda: None)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False) as bar:
+        yield (lambda name, step: bar.set_postfix_str(f"{name}: {step}")), bar.update
 
 
 def _bad_input_types() -> tuple[type[Exception], ...]:
-    from .artifact import ArtifactError
-
-    types: list[type[Exception]] = [BadInput, ArtifactError]
+    types: list[type[Exception]] = [BadInput]  # ArtifactError is one
     if "models" in sys.modules:  # only if a command got as far as importing the zoo
         import models
         types += [models.UnknownModelError, models.InputSizeError, models.WeightsError]
@@ -59,6 +84,7 @@ def list_command(pattern, as_json):
     """
     from tabulate import tabulate
 
+    _load_paddle()
     from .zoo import zoo_table
 
     rows = zoo_table(pattern)
@@ -91,21 +117,23 @@ def list_command(pattern, as_json):
 def export_command(model, all_models, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset,
                    static_batch, fp16, out, as_json):
     """Rewrite (--fuse) and export MODEL to Paddle's inference format (and ONNX with --onnx)."""
+    _load_paddle()
     import models
 
-    from .export import ExportOptions, export
+    from .export import ExportOptions, export, validate
 
     if bool(model) == bool(all_models):
         raise BadInput("name one MODEL, or use --all (see `cnnexport list`)")
     names = [model] if model else models.list_models() if all_models == "all" else all_models.split(",")
     if len(names) > 1 and (weights or img_size or out):
         raise BadInput("--weights, --img-size and --out apply to one model: export models one by one for those")
-    for name in names:
-        models.model_info(name)  # an unknown name fails before any export starts
+    plan = [ExportOptions(name, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset, static_batch,
+                          fp16, out) for name in names]
+    for opts in plan:
+        validate(opts)  # an unknown name or a target that may not be replaced fails before any export starts
     failures = []
-    for name in names:
-        opts = ExportOptions(name, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset, static_batch,
-                             fp16, out)
+    for opts in plan:
+        name = opts.model
         report = (lambda line: click.echo(line, err=True)) if as_json else click.echo
         if len(names) > 1:
             click.echo(f"== {name}", err=as_json)
@@ -153,25 +181,27 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
     ARTIFACTS default to every finished artifact under artifacts/. Writes verify.json into each,
     and artifacts/REPORT.md with latency.png. Exit 1 if any check fails.
     """
-    from tqdm import tqdm
-
+    _load_paddle()
     from .artifact import finished_artifacts, load_manifest
+    from .images import folder_photos
     from .report import write_report
     from .verify import VerifyOptions, resolve_device, summary_lines, verify_artifact
 
+    opts = VerifyOptions(device, images, batch_sizes, bench, rtol, atol, threads, reference_evaluator)
+    opts.validate()
     paths = [Path(a) for a in artifacts] or finished_artifacts(Path("artifacts"))
     if not paths:
         raise BadInput("no finished artifacts under artifacts/: export one first, e.g. `cnnexport vanillanet_5 --fuse --onnx`")
     for path in paths:
-        load_manifest(path)  # not an artifact, or an unfinished one: exit 2 before any work
-    opts = VerifyOptions(device, images, batch_sizes, bench, rtol, atol, threads, reference_evaluator)
+        load_manifest(path)  # not an artifact, or an unfinished or malformed one: exit 2 before any work
+    if images:
+        folder_photos(images)  # unreadable images: exit 2 before any work
     device = resolve_device(device)
     reports = []
-    with tqdm(total=len(paths), desc="verify", unit="artifact", file=sys.stderr, leave=False) as bar:
+    with _progress(len(paths), "verify", "artifact") as (show, advance):
         for path in paths:
-            reports.append(verify_artifact(path, opts, device,
-                                           progress=lambda step, p=path: bar.set_postfix_str(f"{p.name}: {step}")))
-            bar.update()
+            reports.append(verify_artifact(path, opts, device, progress=lambda step, p=path: show(p.name, step)))
+            advance()
     roots = {p.resolve().parent for p in paths}
     written = [write_report(root) for root in sorted(roots)]
     if as_json:
@@ -197,22 +227,28 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
 @click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="auto", show_default=True)
 def train_command(model, data, epochs, batch_size, lr, img_size, out, resume, seed, device):
     """Train MODEL with its seed notebook's recipe (docs/TRAINING.md); export it with --weights."""
+    _load_paddle()
     from .train import run_training
 
     run_dir = run_training(model, data, epochs=epochs, batch_size=batch_size, lr=lr, img_size=img_size,
-                           out=out, resume=resume, seed=seed, device=device, progress=sys.stderr.isatty())
+                           out=out, resume=resume, seed=seed, device=device,
+                           progress="bar" if sys.stderr.isatty() else "lines")
     click.echo(f"run directory: {run_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends in one line on stderr and exit code 2, never a traceback."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = cli.main(args=argv, prog_name="cnnexport", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("cnnexport: interrupted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("cnnexport: terminated", err=True)
+        return EXIT_TERMINATED
     except click.UsageError as err:
         where = err.ctx.command_path if err.ctx else "cnnexport"
         click.echo(f"cnnexport: error: {err.format_message()} (see `{where} --help`)", err=True)
@@ -225,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(f"cnnexport: error: {err}", err=True)
             return EXIT_USAGE
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0
 
 

@@ -7,3 +7,11 @@ class BadInput(ValueError):
 
 class ExportFailed(RuntimeError):
     """An export step failed or its outputs disagree with the eager model (exit 1)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (what `timeout`, CI and service managers send): unwind as for Ctrl-C (exit 143).
+
+    A BaseException, so that no `except Exception` swallows it and every `finally` (staging
+    directories, locks, child processes) still runs.
+    """

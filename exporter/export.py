@@ -15,11 +15,15 @@ from collections.abc import Callable
 import numpy as np
 
 from . import isolate, runtimes
-from .artifact import FORMAT, MANIFEST, describe_files, sha256, staged_directory, write_json
+from .artifact import (FORMAT, MANIFEST, check_replaceable, describe_files, sha256, staged_directory,
+                       writable_directory, write_json)
 from .compare import CPU_FP32, Tolerance, agreement
 from .errors import BadInput, ExportFailed
 
 MIN_OPSET, MAX_OPSET = 7, 21  # what paddle2onnx 2.x converts; outside it the converter aborts the process
+# Beyond these the smoke batch alone needs tens of GB (a 4096 px VanillaNet activation is 8 GB), or
+# the classifier does (a billion classes): refused up front rather than crashing mid-export.
+MAX_IMG_SIZE, MAX_CLASSES, MAX_STATIC_BATCH = 1024, 100_000, 1024
 DEFAULT_OPSET = 17
 INIT_SEED = 0                 # models exported without --weights are built after paddle.seed(INIT_SEED)
 SMOKE_BATCH = 2
@@ -47,30 +51,28 @@ class ExportOptions:
 
 def validate(opts: ExportOptions) -> None:
     """Reject bad input before any work: one clear reason each."""
+    import models
+
+    models.model_info(opts.model)  # an unknown name, with close matches
+    _check_range("--img-size", opts.img_size, 1, MAX_IMG_SIZE)
+    _check_range("--num-classes", opts.num_classes, 1, MAX_CLASSES)
+    _check_range("--static-batch", opts.static_batch, 1, MAX_STATIC_BATCH)
     if opts.onnx and not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
     if opts.fp16 and not opts.onnx:
         raise BadInput("--fp16 makes an fp16 variant of the ONNX model: add --onnx")
-    if opts.static_batch is not None and opts.static_batch < 1:
-        raise BadInput(f"--static-batch must be 1 or more, not {opts.static_batch}")
-    if opts.num_classes is not None and opts.num_classes < 1:
-        raise BadInput(f"--num-classes must be 1 or more, not {opts.num_classes}")
     if opts.weights is not None and not Path(opts.weights).is_file():
-        raise BadInput(f"--weights {opts.weights} does not exist")
-    parent = opts.target().resolve().parent
-    existing = next(p for p in [parent, *parent.parents] if p.exists())
-    if not _writable(existing):
+        raise BadInput(f"--weights {opts.weights} does not exist or is not a file")
+    target = opts.target().absolute()
+    check_replaceable(target)
+    existing = next(p for p in [target.parent, *target.parents] if p.exists())
+    if not writable_directory(existing):
         raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
 
 
-def _writable(directory: Path) -> bool:
-    """Try it: permission bits say nothing to root, or about read-only and virtual filesystems."""
-    import tempfile
-    try:
-        Path(tempfile.mkdtemp(prefix=".cnnexport-probe-", dir=directory)).rmdir()
-    except OSError:
-        return False
-    return True
+def _check_range(option: str, value: int | None, low: int, high: int) -> None:
+    if value is not None and not low <= value <= high:
+        raise BadInput(f"{option} must be between {low} and {high}, not {value}")
 
 
 def versions() -> dict[str, str]:
@@ -226,7 +228,8 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> dict:
 
     validate(opts)
     info = models.model_info(opts.model)
-    kwargs = {"num_classes": opts.num_classes or info.num_classes, "img_size": opts.img_size or info.input_size,
+    kwargs = {"num_classes": info.num_classes if opts.num_classes is None else opts.num_classes,
+              "img_size": info.input_size if opts.img_size is None else opts.img_size,
               "seed_compat": opts.seed_compat}
     size, batch_dim = kwargs["img_size"], opts.static_batch
     steps = _Steps(report)
@@ -244,7 +247,7 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> dict:
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
 
     target = opts.target()
-    with staged_directory(target) as stage:
+    with staged_directory(target, on_wait=report) as stage:
         paddle_dir = stage / "paddle"
         names = steps.run("paddle-save", save_paddle, deploy_model, paddle_dir, [batch_dim, 3, size, size],
                           detail=lambda _: f"paddle/ ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")

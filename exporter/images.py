@@ -1,18 +1,27 @@
 """Real photographs for parity checks, preprocessed as an artifact's manifest says. Paddle-free.
 
 The photographs ship with scikit-image (its `data` module), so parity never depends on a
-download; `--images DIR` adds the user's own.
+download; `--images DIR` adds the user's own. A user's image is decoded completely before use;
+one that cannot be (truncated, not an image, too large to be a photograph) is bad input.
+8-bit images are used as they are; 16-bit ones (PNG, TIFF) are scaled to 8 bits (value / 257),
+never clipped; floating-point images are refused, since their range is not defined.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .errors import BadInput
+
 # Natural photographs of scikit-image's data module (the grey ones are repeated into RGB).
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                  "camera", "coins")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 40_000_000  # a 40-megapixel photograph; a decompression bomb declares far more
+MAX_IMAGES = 256
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -26,13 +35,52 @@ def sample_photos(names=SAMPLE_PHOTOS) -> dict[str, np.ndarray]:
     return {name: _rgb(getattr(data, name)()) for name in names}
 
 
-def folder_photos(directory: str | Path) -> dict[str, np.ndarray]:
+def _decode(path: Path) -> np.ndarray:
+    """HWC uint8 RGB of one image file, fully decoded and checked."""
     from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise BadInput(f"--images: {path} is {width}x{height} pixels, more than the {MAX_PIXELS:,} "
+                               "accepted: give photographs, not a decompression bomb")
+            image.load()
+            if image.mode in _SIXTEEN_BIT_MODES:
+                values = np.asarray(image, dtype=np.int64)
+                if values.min() < 0 or values.max() > 65535:
+                    raise BadInput(f"--images: {path} holds values outside 0..65535: give 8- or 16-bit images")
+                return _rgb(np.round(values / 257.0))
+            if image.mode == "F":
+                raise BadInput(f"--images: {path} is a floating-point image, whose range is undefined: "
+                               "give 8- or 16-bit images")
+            return _rgb(np.asarray(image.convert("RGB")))
+
+
+def folder_photos(directory: str | Path) -> dict[str, np.ndarray]:
+    """Every image file of `directory` (by suffix), decoded; anything unreadable is BadInput."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise BadInput(f"--images {directory} is not a directory of images")
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {directory}")
-    return {p.name: _rgb(np.asarray(Image.open(p).convert("RGB"))) for p in paths}
+        raise BadInput(f"--images: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {directory}")
+    if len(paths) > MAX_IMAGES:
+        raise BadInput(f"--images: {len(paths)} images in {directory}, more than the {MAX_IMAGES} a parity "
+                       "check uses: give a folder of a few real photographs")
+    photos = {}
+    for path in paths:
+        if not path.is_file():
+            raise BadInput(f"--images: {path} is not a file")
+        try:
+            photos[path.name] = _decode(path)
+        except BadInput:
+            raise
+        except Exception as err:  # Pillow's decoders fail in many ways on damaged or foreign files
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise BadInput(f"--images: {path} is not a readable image ({reason}): remove or replace it") from None
+    return photos
 
 
 def preprocess(images: dict[str, np.ndarray], input_spec: dict) -> np.ndarray:

@@ -6,18 +6,49 @@ import platform
 import time
 from pathlib import Path
 
-from .artifact import VERIFY_REPORT, finished_artifacts
+from .artifact import VERIFY_REPORT, atomic_write, finished_artifacts, sweep_leftovers
 
 REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"
 
 
-def load_reports(root: Path) -> list[dict]:
-    reports = []
+_NUMBER = (int, float)
+_ROW_FIELDS = {"runtime": str, "passed": bool, "failures": list}
+_WORST_FIELDS = dict.fromkeys(("rel_l2", "max_abs", "cosine", "top1", "top5"), _NUMBER)
+_TIMING_FIELDS = {"model": str, "fused": bool, "runtime": str, "device": str, "mode": str, "label": str,
+                  "precision": str, "batch": int, **dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "images_per_s"), _NUMBER)}
+
+
+def _has(data, fields: dict) -> bool:
+    return isinstance(data, dict) and all(isinstance(data.get(k), t) and not (t is not bool and isinstance(data.get(k), bool))
+                                          for k, t in fields.items())
+
+
+def _is_report(data) -> bool:
+    """Whether a verify.json holds every field this report reads, with its type."""
+    return (_has(data, {"artifact": str, "threads": int, "rows": list, "timings": list, "divergence": list})
+            and all(_has(r, _ROW_FIELDS) and (r.get("worst") is None or _has(r["worst"], _WORST_FIELDS))
+                    for r in data["rows"])
+            and all(_has(t, _TIMING_FIELDS) and t["p50_ms"] > 0 for t in data["timings"])
+            and all(_has(d, {"runtime": str}) for d in data["divergence"]))
+
+
+def load_reports(root: Path) -> tuple[list[dict], list[str]]:
+    """The verify.json of every artifact under `root`, and the ones skipped because they are unreadable
+    (a damaged report of one artifact must not stop the report of the others)."""
+    reports, skipped = [], []
     for artifact in finished_artifacts(root):
         path = artifact / VERIFY_REPORT
-        if path.is_file():
-            reports.append(json.loads(path.read_text()))
-    return reports
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            data = None
+        if _is_report(data):
+            reports.append(data)
+        else:
+            skipped.append(f"{artifact.name}/{VERIFY_REPORT}")
+    return reports, skipped
 
 
 def _name(report: dict) -> str:
@@ -73,7 +104,8 @@ def _machine() -> str:
 def write_report(root: Path) -> Path | None:
     from tabulate import tabulate
 
-    reports = load_reports(root)
+    sweep_leftovers(root)  # a report write killed before its rename leaves a temporary file here
+    reports, skipped = load_reports(root)
     if not reports:
         return None
     threads = sorted({rep["threads"] for rep in reports})
@@ -82,6 +114,8 @@ def write_report(root: Path) -> Path | None:
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `cnnexport verify` on {_machine()}. "
         f"CPU runtimes ran with {', '.join(map(str, threads))} thread(s), the same for Paddle Inference and "
         "ONNX Runtime. Reference: the eager Paddle model (unfused) rebuilt from each manifest.", "",
+        *([f"Skipped (not a readable verify report; run `cnnexport verify` on them again): {', '.join(skipped)}", ""]
+          if skipped else []),
         "## Parity (worst over all parity batches: random images at batch 1 and 4, real photographs)", "",
         tabulate(parity_rows(reports), headers=["artifact", "runtime", "config", "rel L2", "max abs", "cosine",
                                                  "top-1", "top-5", "result"], tablefmt="github"), "",
@@ -101,7 +135,7 @@ def write_report(root: Path) -> Path | None:
                   f"![latency]({CHART_PNG})", ""]
         _chart([t for rep in reports for t in rep["timings"]], root / CHART_PNG)
     path = root / REPORT_MD
-    path.write_text("\n".join(lines))
+    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines)))
     return path
 
 
@@ -128,5 +162,5 @@ def _chart(timings: list[dict], path: Path) -> None:
     ax.set_title("Latency per runtime and batch")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

@@ -23,6 +23,7 @@ import json
 import math
 import pickle
 import random
+import sys
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -39,11 +40,12 @@ from tqdm import tqdm
 
 import models
 from models.dynamic_conv import set_temperature
-from models.weights import WeightsError, restricted_load, state_dict_arrays
+from models.weights import WeightsError, check_fit, restricted_load, short_repr, state_dict_arrays
 
-from .artifact import atomic_write, write_json
+from .artifact import atomic_write, writable_directory, write_json
 from .cifar import CifarData, CifarDataset, read_cifar_tarball
 from .errors import BadInput
+from .export import MAX_CLASSES, MAX_IMG_SIZE
 
 # Paddle's BatchNorm warns on every training forward that it tracks running statistics; it
 # would land in the middle of the progress bar and says nothing about this run.
@@ -53,6 +55,11 @@ LABEL_SMOOTHING = 0.1
 CHECKPOINT = "last_checkpoint.pdckpt"
 CONFIG = "config.json"
 METRICS = "metrics.json"
+# How progress is shown: a tqdm bar (a terminal), one plain line per epoch (a log), or nothing.
+PROGRESS_MODES = ("bar", "lines", "off")
+# The largest values a run can mean; larger ones are refused before any work (export bounds the
+# image size and the classes the same way).
+ARGUMENT_LIMITS = {"epochs": 100_000, "batch_size": 65_536, "img_size": MAX_IMG_SIZE, "num_classes": MAX_CLASSES}
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -306,15 +313,29 @@ class RunArguments:
         args = cls(info.name, pick("epochs", recipe.epochs), pick("batch_size", recipe.batch_size),
                    pick("lr", recipe.lr), pick("img_size", info.input_size),
                    pick("num_classes", len(data.label_names)), given["seed"], given["seed_compat"])
-        for key in ("epochs", "batch_size", "img_size", "num_classes"):
-            if getattr(args, key) < 1:
-                raise BadInput(f"{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
-        if args.lr <= 0:
-            raise BadInput(f"lr must be positive, got {args.lr}")
+        problem = argument_problem(vars(args))
+        if problem:  # a default taken from the data (the number of classes it names) can be out of range too
+            raise BadInput(problem)
         if args.num_classes < len(data.label_names):
             raise BadInput(f"num_classes {args.num_classes} is fewer than the {len(data.label_names)} classes "
                            "the data names")
         return args
+
+
+def argument_problem(values: dict) -> str | None:
+    """What is wrong with these run arguments (None: nothing); a value of None is one not given."""
+    for key, high in ARGUMENT_LIMITS.items():
+        value = values[key]
+        if value is not None and not (type(value) is int and 1 <= value <= high):
+            return f"--{key.replace('_', '-')} must be an integer from 1 to {high}, got {short_repr(value)}"
+    lr = values["lr"]
+    if lr is not None and not (type(lr) in (int, float) and math.isfinite(lr) and lr > 0):
+        return f"--lr must be a finite number above 0, got {short_repr(lr)}"
+    if not (type(values["seed"]) is int and 0 <= values["seed"] < 2**32):
+        return f"--seed must be an integer from 0 to {2**32 - 1}, got {short_repr(values['seed'])}"
+    if type(values["seed_compat"]) is not bool:
+        return f"--seed-compat must be true or false, got {short_repr(values['seed_compat'])}"
+    return None
 
 
 def _resume_paths(resume: str) -> tuple[Path, Path]:
@@ -332,24 +353,40 @@ def _recorded_arguments(run_dir: Path, model: str, given: dict) -> dict:
     try:
         recorded = json.loads((run_dir / CONFIG).read_text())["arguments"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise BadInput(f"--resume {run_dir}: {CONFIG} is missing or unreadable, "
-                       "so the run's recipe is unknown") from None
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise BadInput(f"--resume {run_dir}: {CONFIG} is missing or unreadable, so the run's recipe is unknown")
     if recorded.get("model") != model:
-        raise BadInput(f"--resume {run_dir}: that run trains {recorded.get('model')!r}, not {model!r}")
+        raise BadInput(f"--resume {run_dir}: that run trains {short_repr(recorded.get('model'))}, not {model!r}")
     defaults = inspect.signature(run_training).parameters
     for key, value in given.items():
         if value != defaults[key].default and value != recorded.get(key):
-            raise BadInput(f"--resume {run_dir}: the run was started with {key}={recorded.get(key)!r}; "
+            raise BadInput(f"--resume {run_dir}: the run was started with {key}={short_repr(recorded.get(key))}; "
                            f"leave {key} out or pass the same value (got {value!r})")
-    return {key: recorded.get(key) for key in given}
+    arguments = {key: recorded.get(key) for key in given}
+    problem = argument_problem(arguments)
+    if problem:
+        raise BadInput(f"--resume {run_dir}: {CONFIG} records an argument out of range ({problem})")
+    return arguments
 
 
 def _new_run_dir(model: str, out: str | None) -> Path:
+    """The run directory to create (or fill, if empty); nothing is created here."""
     run_dir = Path(out) if out else Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
     if (run_dir / CONFIG).exists():
         raise BadInput(f"{run_dir} already holds a run: continue it with --resume {run_dir} or pick another --out")
-    if run_dir.exists() and not run_dir.is_dir():
+    if run_dir.is_dir():
+        if any(run_dir.iterdir()):
+            raise BadInput(f"--out {run_dir} holds other files; cnnexport train only writes into a new or empty "
+                           "directory, or continues a run with --resume")
+        existing = run_dir
+    elif run_dir.exists() or run_dir.is_symlink():
         raise BadInput(f"--out {run_dir} is a file, not a directory")
+    else:
+        target = run_dir.absolute()
+        existing = next(p for p in target.parents if p.exists())
+    if not writable_directory(existing):
+        raise BadInput(f"cannot write {run_dir}: {existing} is not a writable directory; choose another --out")
     return run_dir
 
 
@@ -422,17 +459,44 @@ def _to_numpy(obj):
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint, read with the arrays-only unpickler (a crafted file cannot run code)."""
+    """The checkpoint, read with the arrays-only unpickler (a crafted file cannot run code) and checked
+    to hold what `_Trainer.checkpoint` writes."""
     try:
         with open(path, "rb") as f:
             state = restricted_load(f)
+    except OSError as err:
+        raise BadInput(f"--resume {path}: cannot read it ({err.strerror})") from None
     except WeightsError as err:
-        raise BadInput(f"--resume {path}: {err}") from None
-    except Exception as err:  # a truncated or foreign file fails in many ways inside pickle
         raise BadInput(f"--resume {path} is not a readable checkpoint: {err}") from None
-    if not isinstance(state, dict) or not {"epochs_done", "model", "optimizer"} <= state.keys():
-        raise BadInput(f"--resume {path} is not a cnnexport training checkpoint")
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise BadInput(f"--resume {path} is not a cnnexport training checkpoint: {problem}")
     return state
+
+
+def _checkpoint_problem(state) -> str | None:
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [k for k in ("epochs_done", "best_val_acc", "best_epoch", "model", "optimizer") if k not in state]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    if not (type(state["epochs_done"]) is int and state["epochs_done"] >= 0):
+        return f"epochs_done is {short_repr(state['epochs_done'])}, not a count of epochs"
+    accuracy = state["best_val_acc"]
+    if accuracy is not None and not (type(accuracy) in (int, float) and math.isfinite(accuracy)):
+        return f"best_val_acc is {short_repr(accuracy)}, not an accuracy"
+    if state["best_epoch"] is not None and not (type(state["best_epoch"]) is int and state["best_epoch"] >= 1):
+        return f"best_epoch is {short_repr(state['best_epoch'])}, not an epoch number"
+    model, optimizer = state["model"], state["optimizer"]
+    if not (isinstance(model, dict) and all(type(k) is str and isinstance(v, np.ndarray) for k, v in model.items())):
+        return "model is not a dict of parameter names to arrays"
+    if not (isinstance(optimizer, dict) and all(type(k) is str for k in optimizer)):
+        return "optimizer is not a dict of state names"
+    scheduler = optimizer.get("LR_Scheduler", {})
+    if not (isinstance(scheduler, dict)
+            and all(type(v) in (int, float) and math.isfinite(v) for v in scheduler.values())):
+        return "the optimizer's LR_Scheduler is not a dict of numbers"
+    return None
 
 
 def plot_curves(history: list[dict], run_dir: Path) -> None:
@@ -458,13 +522,13 @@ def plot_curves(history: list[dict], run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- training
 
 class _Trainer:
-    def __init__(self, args: RunArguments, data: CifarData, run_dir: Path, device: str, progress: bool):
+    def __init__(self, args: RunArguments, data: CifarData, run_dir: Path, device: str, progress: str):
         info = models.model_info(args.model)
         self.args, self.data, self.info, self.run_dir, self.device = args, data, info, run_dir, device
         self.recipe = RECIPES[info.family]
         self.world_size = paddle.distributed.get_world_size()
         self.is_writer = paddle.distributed.get_rank() == 0
-        self.progress = progress and self.is_writer
+        self.progress = progress if self.is_writer else "off"
         self.deep = self.recipe.deep_training(info, args.epochs)
         self.model_kwargs = self.deep.model_kwargs()
 
@@ -529,12 +593,19 @@ class _Trainer:
         }
 
     def restore(self, state: dict, history: list[dict]) -> None:
-        if state["model"].keys() != self.net.state_dict().keys():
-            raise BadInput(f"--resume {self.run_dir}: the checkpoint's weights do not fit {self.args.model} "
-                           "as its config.json describes it")
+        check_fit(self.net, state["model"], f"--resume {self.run_dir}: the checkpoint")
         self.net.set_state_dict(state["model"])
-        self.optimizer.set_state_dict(state["optimizer"])
-        self.epochs_done = int(state["epochs_done"])
+        try:
+            self.optimizer.set_state_dict(state["optimizer"])
+            # Paddle fills the accumulators (Adam's moments, Momentum's velocity) from that state only
+            # when it creates them, at the first step; creating them now, as that step would, has
+            # Paddle check every one of them here, before any work.
+            trainable = [p for p in self.model.parameters() if not p.stop_gradient]
+            self.optimizer._create_accumulators(paddle.static.default_main_program().global_block(), trainable)
+        except Exception as err:  # Paddle checks the state with asserts and errors of every kind
+            raise BadInput(f"--resume {self.run_dir}: the checkpoint's optimizer state does not fit "
+                           f"{self.recipe.optimizer} ({' '.join(str(err).split())})") from None
+        self.epochs_done = state["epochs_done"]
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         # An interrupt after metrics.json but before the checkpoint leaves a record the run will redo.
         self.history = [h for h in history if h["epoch"] <= self.epochs_done]
@@ -565,7 +636,7 @@ class _Trainer:
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         self.model.train()
         totals = np.zeros(3)  # loss sum, correct, samples
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.args.epochs}", disable=not self.progress,
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.args.epochs}", disable=self.progress != "bar",
                    leave=False, dynamic_ncols=True)
         for images, labels in bar:
             logits = self.model(images)
@@ -593,18 +664,24 @@ class _Trainer:
                        (logits.argmax(axis=-1) == labels).sum().item(), n)
         return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
+    def report(self, line: str) -> None:
+        """One line on stderr: above the bar on a terminal, plain (no carriage returns) in a log."""
+        if self.progress == "bar":
+            tqdm.write(line, file=sys.stderr)
+        elif self.progress == "lines":
+            print(line, file=sys.stderr, flush=True)
+
     def end_epoch(self, epoch: int, record: dict) -> None:
         self.epochs_done = epoch + 1
         self.history.append(record)
         is_best = self.deep.deploy_ready(epoch) and (self.best_val_acc is None or record["val_acc"] > self.best_val_acc)
         if is_best:
             self.best_val_acc, self.best_epoch = record["val_acc"], epoch + 1
-        if self.progress:
-            tqdm.write(f"epoch {epoch + 1}/{self.args.epochs}: train loss {record['train_loss']:.4f} "
-                       f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}"
-                       f" | lr {record['lr']:.3g}"
-                       + (f" | {self.deep.knob} {self.deep.value(epoch):g}" if self.deep.knob else "")
-                       + (" | best" if is_best else ""))
+        self.report(f"epoch {epoch + 1}/{self.args.epochs}: train loss {record['train_loss']:.4f} "
+                    f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}"
+                    f" | lr {record['lr']:.3g}"
+                    + (f" | {self.deep.knob} {self.deep.value(epoch):g}" if self.deep.knob else "")
+                    + (" | best" if is_best else ""))
         if not self.is_writer:
             return
         if is_best:
@@ -622,20 +699,28 @@ def run_training(model: str, data: str, *, epochs: int | None = None, batch_size
                  lr: float | None = None, img_size: int | None = None, out: str | None = None,
                  resume: str | None = None, seed: int = 42, device: str = "auto",
                  num_classes: int | None = None, seed_compat: bool = False,
-                 progress: bool = True) -> Path:
+                 progress: str = "bar") -> Path:
     """Train `model` on the CIFAR-format tarball `data` with its family's recipe; returns the run directory.
 
     `resume` (a run directory or its checkpoint) continues that run at its next epoch, in its
-    directory, with its recorded arguments.
+    directory, with its recorded arguments. `progress` is one of PROGRESS_MODES. Every argument
+    and file is checked before anything is written.
     """
+    if progress not in PROGRESS_MODES:
+        raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {progress!r}")
     info = models.model_info(model)
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "img_size": img_size,
              "num_classes": num_classes, "seed": seed, "seed_compat": seed_compat}
+    problem = argument_problem(given)
+    if problem:
+        raise BadInput(problem)
     state = None
     if resume:
         run_dir, checkpoint_path = _resume_paths(resume)
         if out and Path(out).resolve() != run_dir.resolve():
             raise BadInput(f"--resume writes into the run's own directory {run_dir}; leave --out out")
+        if not writable_directory(run_dir):
+            raise BadInput(f"--resume {run_dir}: cannot write into that directory")
         given = _recorded_arguments(run_dir, model, given)
         state = read_checkpoint(checkpoint_path)
     else:
@@ -660,7 +745,13 @@ def run_training(model: str, data: str, *, epochs: int | None = None, batch_size
 
 
 def _read_history(run_dir: Path) -> list[dict]:
+    """metrics.json's records; none if it is missing or damaged (the run then records its new epochs only)."""
     try:
-        return json.loads((run_dir / METRICS).read_text())["history"]
+        history = json.loads((run_dir / METRICS).read_text())["history"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    fields = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+    if not (isinstance(history, list) and all(isinstance(h, dict) and all(type(h.get(f)) in (int, float) for f in fields)
+                                              for h in history)):
+        return []
+    return history

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
@@ -22,15 +24,19 @@ from collections.abc import Callable
 import numpy as np
 
 from . import isolate, runtimes
-from .artifact import VERIFY_REPORT, ArtifactError, atomic_write, integrity_problems, load_manifest, sha256, write_json
+from .artifact import (REFERENCE_FILE, VERIFY_REPORT, ArtifactError, atomic_write, integrity_problems, load_manifest,
+                       locked, sha256, sweep_leftovers, write_json)
 from .bench import BenchPlan
 from .compare import CPU_FP32, GPU_TF32, Tolerance, agreement
+from .errors import BadInput
 
-REFERENCE_FILE = "reference.npz"
 FP16_FILE = "model.fp16.onnx"
 FP16_TOLERANCE = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # fp16: rel L2 is reported, not bounded
 MULTI_BATCH = 4
 DEFAULT_BATCH_SIZES = {"cpu": (1, 8), "gpu": (1, 8, 64)}
+MAX_BATCH, MAX_THREADS = 512, 1024
+# Stored weights whose file failed integrity are compared with the model's, by name, to say which changed.
+WEIGHT_FILES = {"paddle/inference.pdiparams": "paddle-inference", "model.onnx": "onnxruntime"}
 
 
 @dataclass
@@ -49,6 +55,16 @@ class VerifyOptions:
         """`default`, with the user's --rtol and --atol where given."""
         return Tolerance(self.rtol or default.rel_l2, self.atol)
 
+    def validate(self) -> None:
+        """Bad options are exit 2 before any work (a NaN tolerance would fail everything, slowly)."""
+        for option, value in (("--rtol", self.rtol), ("--atol", self.atol)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise BadInput(f"{option} must be a finite number above 0, not {value}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise BadInput(f"--threads must be between 0 (all cores) and {MAX_THREADS}, not {self.threads}")
+        if any(not 1 <= b <= MAX_BATCH for b in self.batch_sizes):
+            raise BadInput(f"--batch-sizes must be between 1 and {MAX_BATCH}, not {','.join(map(str, self.batch_sizes))}")
+
 
 def paddle_available() -> bool:
     try:
@@ -58,16 +74,27 @@ def paddle_available() -> bool:
     return True
 
 
-def resolve_device(device: str) -> str:
-    """auto: the GPU when Paddle is compiled with CUDA or ONNX Runtime offers its CUDA provider."""
-    if device != "auto":
-        return device
+def _gpu_available() -> bool:
+    """ONNX Runtime's CUDA provider, or a CUDA build of Paddle that sees a device."""
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return True
     if paddle_available():
         import paddle
-        if paddle.is_compiled_with_cuda():
-            return "gpu"
-    import onnxruntime
-    return "gpu" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+        return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    return False
+
+
+def resolve_device(device: str) -> str:
+    """auto: the GPU where one can be used; gpu without one is bad input, found before any work."""
+    if device == "cpu":
+        return device
+    if _gpu_available():
+        return "gpu"
+    if device == "gpu":
+        raise BadInput("--device gpu: neither ONNX Runtime's CUDA provider (onnxruntime-gpu) nor a CUDA build of "
+                       "Paddle with a visible GPU is installed here; use --device cpu")
+    return "cpu"
 
 
 def _chunks(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
@@ -126,10 +153,32 @@ def eager_outputs(manifest: dict, inputs: dict[str, np.ndarray]) -> tuple[dict, 
     return plain, folded, fused if manifest["model"]["fused"] else model
 
 
-def _bundle_arrays(path: Path) -> tuple[dict, dict]:
-    with np.load(path) as data:
-        inputs = {k[len("input:"):]: data[k] for k in data.files if k.startswith("input:")}
-        outputs = {k[len("output:"):]: data[k] for k in data.files if k.startswith("output:")}
+def _bundle_arrays(path: Path, manifest: dict) -> tuple[dict, dict]:
+    """The bundle's inputs and outputs, each checked: float32, finite, the manifest's image shape,
+    and one [N, classes] output per input batch. Anything else is ArtifactError (exit 2)."""
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"{path} is not a valid reference bundle ({what}): run `cnnexport verify` with Paddle "
+                             "to write it again")
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise bad(" ".join(str(err).split())) from None
+    inputs = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
+    outputs = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
+    if not inputs or inputs.keys() != outputs.keys() or len(arrays) != 2 * len(inputs):
+        raise bad("its entries must be pairs input:NAME, output:NAME")
+    image = manifest["input"]["shape"][1:]
+    for name, batch in inputs.items():
+        out = outputs[name]
+        if batch.dtype != np.float32 or out.dtype != np.float32:
+            raise bad(f"{name} is {batch.dtype}/{out.dtype}, not float32")
+        if batch.ndim != 4 or list(batch.shape[1:]) != image or out.ndim != 2 or out.shape[0] != batch.shape[0]:
+            raise bad(f"{name} has shapes {list(batch.shape)} -> {list(out.shape)}, not [N, {', '.join(map(str, image))}]"
+                      " -> [N, classes]")
+        if not (np.isfinite(batch).all() and np.isfinite(out).all()):
+            raise bad(f"{name} holds NaN or Inf")
     return inputs, outputs
 
 
@@ -255,34 +304,69 @@ class Reference:
     source: str
     eager_model: object = None          # the eager model in the artifact's form, when Paddle is here
     rows: tuple[dict, ...] = ()         # checks made on the way: eager fused, the stored bundle
+    notes: tuple[str, ...] = ()         # what was repaired on the way (a stale bundle rewritten)
 
 
-def reference_for(root: Path, manifest: dict, opts: VerifyOptions, problems: list[str]) -> Reference:
-    """The eager model's outputs (refreshing the bundle), or, without Paddle, the stored bundle."""
+def reference_for(root: Path, manifest: dict, opts: VerifyOptions, problems: dict[str, str]) -> Reference:
+    """The eager model's outputs, or, without Paddle, the stored bundle.
+
+    With Paddle the bundle is a cache of the eager outputs: one that is missing, stale or damaged
+    (a verify killed between writing it and the manifest leaves it so) is written again, and is
+    no problem of the artifact's; a good one is compared with the eager outputs. Without Paddle
+    the bundle is the reference, so it must pass integrity.
+    """
     bundle = root / REFERENCE_FILE
-    has_bundle = bundle.is_file() and REFERENCE_FILE in manifest["files"]
+    usable = REFERENCE_FILE in manifest["files"] and REFERENCE_FILE not in problems
     why_not_eager = "Paddle is not installed"
     if paddle_available():
         inputs = parity_inputs(manifest, opts.images)
         try:
             plain, folded, eager_model = eager_outputs(manifest, inputs)
         except StaleWeights as err:
-            problems.append(str(err))
-            why_not_eager = str(err)
+            problems["weights"] = why_not_eager = str(err)
         else:
-            rows = [_evaluate("eager-fused/cpu", plain, folded, CPU_FP32)]
-            stored = _bundle_arrays(bundle) if has_bundle else None
+            rows, notes = [_evaluate("eager-fused/cpu", plain, folded, CPU_FP32)], []
+            stale = problems.pop(REFERENCE_FILE, None)
+            try:
+                stored = _bundle_arrays(bundle, manifest) if usable else None
+            except ArtifactError as err:
+                stored, stale = None, str(err)
             if stored and stored[0].keys() == inputs.keys() and all(np.array_equal(stored[0][k], v)
                                                                     for k, v in inputs.items()):
                 rows.append(_evaluate("reference-bundle", plain, stored[1], CPU_FP32))
             elif not problems:  # never bless a tampered artifact by hashing it into the manifest
                 write_bundle(root, manifest, inputs, plain)
-            return Reference(inputs, plain, "eager (unfused)", eager_model, tuple(rows))
-    if not has_bundle:
-        raise ArtifactError(f"{root}: no reference to verify against ({why_not_eager}, and there is no "
-                            f"{REFERENCE_FILE}): run `cnnexport verify` once on a machine with Paddle")
-    inputs, outputs = _bundle_arrays(bundle)
+                if stale:
+                    notes.append(f"{REFERENCE_FILE} was rewritten from the eager model ({stale})")
+            return Reference(inputs, plain, "eager (unfused)", eager_model, tuple(rows), tuple(notes))
+    if not usable:
+        why = problems.get(REFERENCE_FILE, f"there is no {REFERENCE_FILE}")
+        raise ArtifactError(f"{root}: no reference to verify against ({why_not_eager}, and {why}): "
+                            "run `cnnexport verify` once on a machine with Paddle")
+    inputs, outputs = _bundle_arrays(bundle, manifest)
     return Reference(inputs, outputs, f"reference bundle ({manifest.get('reference', {}).get('source', REFERENCE_FILE)})")
+
+
+def changed_weights(root: Path, rel: str, manifest: dict, eager_model) -> dict:
+    """A weights file failed integrity: which of its stored weights differ from the model's, by name,
+    whether or not parity notices (a flipped low-order bit may not)."""
+    from models.weights import state_dict_arrays
+
+    from .divergence import onnx_weights, paddle_weights, weight_differences
+
+    names = manifest["paddle_param_names"]
+    result: dict = {"file": rel}
+    try:
+        if rel.startswith("paddle/"):
+            stored = isolate.call_isolated(paddle_weights, str(root / "paddle"), list(names), what=f"read {rel}")
+        else:
+            stored = isolate.call_isolated(onnx_weights, str(root / rel), what=f"read {rel}")
+    except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+        result["error"] = str(err)
+        return result
+    # Exact: the stored weights are bit for bit what the export saved from this same model.
+    result["weights"] = weight_differences(stored, names, state_dict_arrays(eager_model), rtol=0.0)
+    return result
 
 
 def _paddle_row(root: Path, ref: Reference, device: str, opts: VerifyOptions, plan: BenchPlan | None):
@@ -301,8 +385,18 @@ def _paddle_row(root: Path, ref: Reference, device: str, opts: VerifyOptions, pl
 
 
 def verify_artifact(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None] = lambda s: None) -> dict:
-    """Verify one artifact directory; returns the report (also written to <root>/verify.json)."""
+    """Verify one artifact directory; returns the report (also written to <root>/verify.json).
+
+    The artifact is locked while verify writes into it (its bundle, manifest and report), and the
+    temporary files of a verify that was killed are swept first.
+    """
     root = Path(root)
+    with locked(root, on_wait=progress):
+        sweep_leftovers(root)
+        return _verify_locked(root, opts, device, progress)
+
+
+def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None]) -> dict:
     manifest = load_manifest(root)
     progress("integrity")
     problems = integrity_problems(root, manifest)
@@ -339,10 +433,17 @@ def verify_artifact(root: Path, opts: VerifyOptions, device: str, progress: Call
             progress(f"divergence {result['runtime']}")
             divergences.append(_divergence_for(result["runtime"], spec, manifest, ref.eager_model,
                                                next(iter(ref.inputs.values()))))
+    weight_changes = []
+    if ref.eager_model is not None:
+        for rel in WEIGHT_FILES:
+            if rel in problems and (root / rel).is_file():
+                progress(f"changed weights in {rel}")
+                weight_changes.append(changed_weights(root, rel, manifest, ref.eager_model))
     rows = [dict(result, spec=spec.to_dict()) if spec else result for spec, result in ran]
     report = {"artifact": str(root), "model": manifest["model"], "device": device,
               "threads": runtimes.default_threads(opts.threads), "paddle": paddle_available(),
-              "integrity": problems, "reference": ref.source, "inputs": {k: list(v.shape) for k, v in ref.inputs.items()},
+              "integrity": list(problems.values()), "changed_weights": weight_changes, "notes": list(ref.notes),
+              "reference": ref.source, "inputs": {k: list(v.shape) for k, v in ref.inputs.items()},
               "bench_plan": plan.__dict__ if plan else None, "rows": rows, "divergence": divergences,
               "timings": [dict(t, model=manifest["model"]["name"], fused=manifest["model"]["fused"]) for t in timings],
               "passed": not problems and all(r["passed"] for r in rows),
@@ -360,6 +461,10 @@ def summary_lines(report: dict) -> list[str]:
     """A plain-text summary (no table library needed on a bare GPU machine)."""
     lines = [f"{report['artifact']}: {'PASS' if report['passed'] else 'FAIL'} (reference: {report['reference']})"]
     lines += [f"  integrity: {p}" for p in report["integrity"]]
+    for change in report.get("changed_weights", []):
+        named = ", ".join(w["weight"] for w in change.get("weights", [])[:3]) or change.get("error", "none by name")
+        lines.append(f"  changed weights in {change['file']}: {named}")
+    lines += [f"  note: {n}" for n in report.get("notes", [])]
     for row in report["rows"]:
         worst = row.get("worst")
         figures = (f"rel L2 {worst['rel_l2']:.1e}  max abs {worst['max_abs']:.1e}  top-1 {worst['top1']:.0%}"

@@ -132,7 +132,7 @@ def update_temperature(model: nn.Layer) -> float | None:
     return value
 
 
-@register_model("dynamic_conv", 128, mean=HALF_MEAN, std=HALF_STD)
+@register_model("dynamic_conv", 128, params=8_324_368, macs=98_480_384, mean=HALF_MEAN, std=HALF_STD)
 def alexnet_dy(num_classes, img_size, seed_compat, temperature: float = 1.0, num_experts: int = 2):
     """AlexNet with 2-expert dynamic convolutions in conv3-5.
 
@@ -147,7 +147,7 @@ def alexnet_dy(num_classes, img_size, seed_compat, temperature: float = 1.0, num
     return AlexNet(num_classes, img_size, batch_norm=True, pool=lambda: nn.MaxPool2D(3, 2), late_conv=dy)
 
 
-@register_model("dynamic_conv", 128, mean=HALF_MEAN, std=HALF_STD)
+@register_model("dynamic_conv", 128, params=7_526_794, macs=96_909_312, mean=HALF_MEAN, std=HALF_STD)
 def alexnet_bn(num_classes, img_size, seed_compat):
     """AlexNet with BatchNorm: the dynamic-convolution notebook's baseline."""
     del seed_compat

@@ -297,37 +297,37 @@ def _moganet(arch, *, num_classes, img_size, seed_compat, **kwargs):
     return MogaNet(arch, num_classes=num_classes, seed_compat=seed_compat, **kwargs)
 
 
-@register_model("moganet", 224)
+@register_model("moganet", 224, params=2_773_092, macs=781_931_376)
 def moganet_xtiny(**kw):
     """MogaNet-XT (2.97M parameters at 1000 classes)."""
     return _moganet("xtiny", **kw)
 
 
-@register_model("moganet", 224)
+@register_model("moganet", 224, params=4_954_198, macs=1_083_029_568)
 def moganet_tiny(**kw):
     """MogaNet-T (5.20M)."""
     return _moganet("tiny", **kw)
 
 
-@register_model("moganet", 224)
+@register_model("moganet", 224, params=24_853_469, macs=4_930_813_184)
 def moganet_small(**kw):
     """MogaNet-S (25.3M)."""
     return _moganet("small", **kw)
 
 
-@register_model("moganet", 224)
+@register_model("moganet", 224, params=43_256_061, macs=9_860_417_024)
 def moganet_base(**kw):
     """MogaNet-B (43.9M)."""
     return _moganet("base", **kw)
 
 
-@register_model("moganet", 224)
+@register_model("moganet", 224, params=81_922_612, macs=15_819_417_280)
 def moganet_large(**kw):
     """MogaNet-L (82.5M)."""
     return _moganet("large", **kw)
 
 
-@register_model("moganet", 224)
+@register_model("moganet", 224, params=180_154_294, macs=34_393_912_416)
 def moganet_xlarge(**kw):
     """MogaNet-XL (180.8M)."""
     return _moganet("xlarge", **kw)

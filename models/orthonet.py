@@ -161,28 +161,28 @@ class CifarResNet(nn.Layer):
 _CIFAR = dict(mean=HALF_MEAN, std=HALF_STD)
 
 
-@register_model("orthonet", 32, **_CIFAR)
+@register_model("orthonet", 32, params=11_183_562, macs=555_422_720, **_CIFAR)
 def resnet18_cifar(num_classes, img_size, seed_compat):
     """ResNet-18 for CIFAR (3x3 stem, no max-pool): the OrthoNet notebook's baseline."""
     del seed_compat
     return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, img_size)
 
 
-@register_model("orthonet", 32, **_CIFAR)
+@register_model("orthonet", 32, params=11_270_602, macs=555_509_760, **_CIFAR)
 def orthonet18(num_classes, img_size, seed_compat, filter_seed: int = 0):
     """OrthoNet-18: ResNet-18 (CIFAR stem) with orthogonal channel attention in every block."""
     del seed_compat
     return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, img_size, orthogonal=True, filter_seed=filter_seed)
 
 
-@register_model("orthonet", 32, **_CIFAR)
+@register_model("orthonet", 32, params=21_456_330, macs=1_159_559_680, **_CIFAR)
 def orthonet34(num_classes, img_size, seed_compat, filter_seed: int = 0):
     """OrthoNet-34."""
     del seed_compat
     return CifarResNet(BasicBlock, [3, 4, 6, 3], num_classes, img_size, orthogonal=True, filter_seed=filter_seed)
 
 
-@register_model("orthonet", 32, **_CIFAR)
+@register_model("orthonet", 32, params=26_088_906, macs=1_300_344_832, **_CIFAR)
 def orthonet50(num_classes, img_size, seed_compat, filter_seed: int = 0):
     """OrthoNet-50 (bottleneck blocks)."""
     del seed_compat

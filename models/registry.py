@@ -22,12 +22,19 @@ class InputSizeError(ValueError):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the zoo knows about a registered name, taken from its seed notebook's CIFAR-10 settings."""
+    """What the zoo knows about a registered name, taken from its seed notebook's CIFAR-10 settings.
+
+    `params` and `macs` describe the model built with these defaults (`seed_compat` off); they are
+    written down rather than computed so that `cnnexport list` builds nothing, and a test keeps them
+    equal to `count_params` and `macs` of `models.fusion`.
+    """
 
     name: str
     family: str
     constructor: Callable = field(repr=False)
     input_size: int
+    params: int
+    macs: int
     num_classes: int = 10
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -36,13 +43,14 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, input_size: int, **info):
-    """Register a constructor `fn(num_classes, img_size, seed_compat, **kwargs) -> paddle.nn.Layer`."""
+def register_model(family: str, input_size: int, *, params: int, macs: int, **info):
+    """Register a constructor `fn(num_classes, img_size, seed_compat, **kwargs) -> paddle.nn.Layer`
+    with the parameter and multiply-accumulate counts of its default build (see `ModelInfo`)."""
 
     def decorator(fn: Callable) -> Callable:
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"model {fn.__name__!r} registered twice")
-        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, fn, input_size, **info)
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, fn, input_size, params=params, macs=macs, **info)
         return fn
 
     return decorator

@@ -55,7 +55,7 @@ def _pooled_alexnet(num_classes, img_size, pool):
     return AlexNet(num_classes, img_size, batch_norm=False, pool=pool)
 
 
-@register_model("softpool", 224)
+@register_model("softpool", 224, params=14_601_930, macs=311_098_368)
 def alexnet_softpool(num_classes, img_size, seed_compat):
     """AlexNet (no BatchNorm) with 3x3/2 SoftPool in place of max pooling.
 
@@ -64,7 +64,7 @@ def alexnet_softpool(num_classes, img_size, seed_compat):
     return _pooled_alexnet(num_classes, img_size, lambda: SoftPool2D(3, 2, shared_weights=seed_compat))
 
 
-@register_model("softpool", 224)
+@register_model("softpool", 224, params=14_601_930, macs=311_098_368)
 def alexnet(num_classes, img_size, seed_compat):
     """AlexNet without BatchNorm: the SoftPool notebook's baseline."""
     del seed_compat

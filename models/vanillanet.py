@@ -219,67 +219,67 @@ _DEEP = (128, 128, 256, 512)
 _V13_STRIDES = [1, 2, 2, 1, 1, 1, 1, 1, 1, 2, 1]
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=17_308_832, macs=8_445_464_676)
 def vanillanet_5(**kw):
     """VanillaNet-5: 3 stages after the stem."""
     return _vanillanet([128, 256, 512, 1024], [2, 2, 2], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=51_121_312, macs=10_099_466_340)
 def vanillanet_6(**kw):
     """VanillaNet-6."""
     return _vanillanet([128, 256, 512, 1024, 1024], [2, 2, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=51_677_856, macs=11_822_309_476)
 def vanillanet_7(**kw):
     """VanillaNet-7."""
     return _vanillanet([128, 128, 256, 512, 1024, 1024], [1, 2, 2, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=60_195_488, macs=13_486_145_636)
 def vanillanet_8(**kw):
     """VanillaNet-8."""
     return _vanillanet([*_DEEP, 512, 1024, 1024], [1, 2, 2, 1, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=68_713_120, macs=15_149_981_796)
 def vanillanet_9(**kw):
     """VanillaNet-9."""
     return _vanillanet([*_DEEP, 512, 512, 1024, 1024], [1, 2, 2, 1, 1, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=77_230_752, macs=16_813_817_956)
 def vanillanet_10(**kw):
     """VanillaNet-10."""
     return _vanillanet([*_DEEP, 512, 512, 512, 1024, 1024], [1, 2, 2, 1, 1, 1, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=85_748_384, macs=18_477_654_116)
 def vanillanet_11(**kw):
     """VanillaNet-11."""
     return _vanillanet([*_DEEP] + [512] * 4 + [1024, 1024], [1, 2, 2, 1, 1, 1, 1, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=94_266_016, macs=20_141_490_276)
 def vanillanet_12(**kw):
     """VanillaNet-12."""
     return _vanillanet([*_DEEP] + [512] * 5 + [1024, 1024], [1, 2, 2, 1, 1, 1, 1, 1, 2, 1], **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=102_783_648, macs=21_805_326_436)
 def vanillanet_13(**kw):
     """VanillaNet-13."""
     return _vanillanet([*_DEEP] + [512] * 6 + [1024, 1024], _V13_STRIDES, **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=230_066_080, macs=48_738_619_492)
 def vanillanet_13_x1_5(**kw):
     """VanillaNet-13, 1.5x wider."""
     return _vanillanet([*_DEEP] + [512] * 6 + [1024, 1024], _V13_STRIDES, mult=6, **kw)
 
 
-@register_model("vanillanet", 224)
+@register_model("vanillanet", 224, params=230_066_080, macs=87_549_407_332)
 def vanillanet_13_x1_5_ada_pool(**kw):
     """VanillaNet-13 x1.5 with adaptive max pooling (to 40, 20 and 10 px) in its strided stages."""
     return _vanillanet([*_DEEP] + [512] * 6 + [1024, 1024], _V13_STRIDES, mult=6,

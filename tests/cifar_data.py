@@ -39,10 +39,15 @@ def digits_cifar(path: Path, n_train: int, n_test: int) -> Path:
                                [str(d) for d in range(10)])
 
 
-def tarball_with_members(path: Path, members: dict[str, bytes]) -> Path:
-    """A gzipped tar holding `members` (name under cifar-10-batches-py/ -> raw bytes) and nothing else."""
+def tarball_with_members(path: Path, members: dict[str, bytes | tarfile.TarInfo]) -> Path:
+    """A gzipped tar holding `members` (name under cifar-10-batches-py/ -> raw bytes, or the TarInfo of
+    a member without data: a link, a directory, a device) and nothing else."""
     with tarfile.open(path, "w:gz") as tar:
         for name, blob in members.items():
+            if isinstance(blob, tarfile.TarInfo):
+                blob.name = f"{FOLDER}/{name}"
+                tar.addfile(blob)
+                continue
             info = tarfile.TarInfo(f"{FOLDER}/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))

@@ -49,3 +49,28 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def subprocess_env(tmpdir) -> dict:
+    """Environment for a cnnexport subprocess: this checkout importable, unbuffered output, and a
+    $TMPDIR of the test's own, so that anything left there is seen."""
+    import os
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", TMPDIR=str(tmpdir))
+
+
+def hidden_entries(directory) -> list[str]:
+    """Staging directories, moved-aside artifacts, lock and temporary files: what a clean run leaves none of."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def without_paddle(tmp_path) -> dict:
+    """An environment where `import paddle` and `import paddle2onnx` fail, in every child process too."""
+    import os
+    for name in ("paddle", "paddle2onnx"):
+        (tmp_path / "blocked" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "blocked" / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')")
+    return dict(os.environ, PYTHONPATH=f"{tmp_path / 'blocked'}{os.pathsep}{REPO}")

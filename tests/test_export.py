@@ -43,7 +43,7 @@ def test_every_family_exports_and_runs_in_both_runtimes(tmp_path, capsys, name, 
     assert "smoke-parity" in stdout and "written" in stdout
 
     manifest = load_manifest(out)
-    assert integrity_problems(out, manifest) == []
+    assert integrity_problems(out, manifest) == {}
     assert manifest["model"]["fused"] is fused and manifest["input"]["dynamic_batch"]
     eager = build_model(name, manifest["model"]["kwargs"], str(weights))
     batches = [random_images(1, size, seed=1), random_images(3, size, seed=2)]
@@ -135,33 +135,6 @@ def test_export_all_with_a_list(tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "--all", "resnet18_cifar,alexnet", "--fuse")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["alexnet-fused", "resnet18_cifar-fused"]
-
-
-@pytest.mark.parametrize("args, message", [
-    (["vanillanet5"], "unknown model 'vanillanet5': did you mean vanillanet_5"),
-    (["vanillanet_5", "--img-size", "100"], "input size 100 px is not supported: this architecture takes multiples of 32"),
-    (["alexnet_bn", "--onnx", "--opset", "22"], "--opset 22 is outside what paddle2onnx converts (7..21)"),
-    (["alexnet_bn", "--onnx", "--opset", "6"], "--opset 6 is outside"),
-    (["alexnet_bn", "--out", "/proc/cnnexport-test"], "is not a writable directory; choose another --out"),
-    (["alexnet_bn", "--weights", "/nonexistent.pdparams"], "does not exist"),
-    (["alexnet_bn", "--fp16"], "--fp16 makes an fp16 variant of the ONNX model: add --onnx"),
-    (["alexnet_bn", "--bogus"], "No such option"),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args, message):
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2
-    assert err.count("\n") == 1 and message in err
-    assert "Traceback" not in err
-    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
-
-
-def test_weights_that_do_not_match_are_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    weights = _trained_weights(tmp_path, "alexnet_bn", 64)
-    code, _, err = run_cli(capsys, "alexnet_dy", "--weights", str(weights), "--img-size", "64")
-    assert code == 2 and "missing keys: features.8.routing" in err and err.count("\n") == 1
-    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
 
 
 def test_console_script_error_has_no_traceback(tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,8 @@ from exporter.artifact import integrity_problems, load_manifest, write_json, des
 from exporter.bench import iobinding_call
 from exporter.compare import GPU_TF32
 from exporter.verify import FP16_TOLERANCE, VerifyOptions, _bundle_arrays, parity_inputs, runtime_rows, verify_artifact
-from tests.helpers import perturb
+from tests.helpers import perturb, without_paddle
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +47,8 @@ def artifact(verified) -> Path:
 def test_the_reference_bundle_is_written_hashed_and_read_back(artifact):
     manifest = load_manifest(artifact)
     assert manifest["files"]["reference.npz"]["size"] == (artifact / "reference.npz").stat().st_size
-    assert integrity_problems(artifact, manifest) == []
-    inputs, outputs = _bundle_arrays(artifact / "reference.npz")
+    assert integrity_problems(artifact, manifest) == {}
+    inputs, outputs = _bundle_arrays(artifact / "reference.npz", manifest)
     expected_inputs = parity_inputs(manifest)
     assert set(inputs) == set(expected_inputs) == set(outputs)
     for name, batch in expected_inputs.items():
@@ -59,16 +57,8 @@ def test_the_reference_bundle_is_written_hashed_and_read_back(artifact):
     assert (artifact / "reference.npz").stat().st_size < 2 * 2**20  # a few images, small
 
 
-def _without_paddle(tmp_path: Path) -> dict:
-    """An environment where `import paddle` and `import paddle2onnx` fail, in every child process too."""
-    for name in ("paddle", "paddle2onnx"):
-        (tmp_path / "blocked" / name).mkdir(parents=True)
-        (tmp_path / "blocked" / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')")
-    return dict(os.environ, PYTHONPATH=f"{tmp_path / 'blocked'}{os.pathsep}{REPO}")
-
-
 def test_the_paddle_free_runner_verifies_against_the_bundle(artifact, tmp_path):
-    env = _without_paddle(tmp_path)
+    env = without_paddle(tmp_path)
     blocked = subprocess.run([sys.executable, "-c", "import paddle"], env=env, capture_output=True, text=True)
     assert "paddle is blocked" in blocked.stderr
     proc = subprocess.run([sys.executable, "-m", "exporter.verify", str(artifact), "--device", "cpu",
@@ -92,7 +82,7 @@ def test_without_paddle_or_bundle_verify_says_what_to_do(artifact, tmp_path):
     manifest["files"] = {k: v for k, v in manifest["files"].items() if k != "reference.npz"}
     write_json(bare / "manifest.json", manifest)
     proc = subprocess.run([sys.executable, "-m", "exporter.verify", str(bare), "--no-bench"],
-                          env=_without_paddle(tmp_path), capture_output=True, text=True)
+                          env=without_paddle(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 2
     assert "run `cnnexport verify` once on a machine with Paddle" in proc.stderr
 

@@ -1,6 +1,7 @@
 """Issue 2: the zoo — construction, published sizes, notebook key names, weights, seed quirks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -11,7 +12,7 @@ import pytest
 from paddle import nn
 
 import models
-from models.fusion import count_params
+from models.fusion import count_params, macs
 from models.softpool import SoftPool2D
 from tests.helpers import BASELINES, FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
 
@@ -41,6 +42,17 @@ def test_every_model_builds_and_runs(name):
 ])
 def test_published_parameter_counts(name, expected):
     assert count_params(lazy(name)) == expected
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registry_counts_are_the_built_models(name):
+    info = models.model_info(name)
+    model = lazy(name)
+    assert info.params == count_params(model)
+    # A MAC count needs shapes only: zeros skip the (slow) random initialisation.
+    for param in model.parameters():
+        param.set_value(paddle.zeros(param.shape, param.dtype))
+    assert info.macs == macs(model, info.input_size)
 
 
 @pytest.mark.parametrize("name, millions", [
@@ -280,16 +292,27 @@ def test_stable_softpool_equals_the_naive_formula_and_stays_finite(shared):
 
 # --- command line ----------------------------------------------------------------------------------
 
-def test_cli_list_json_shows_the_zoo(capsys):
+def test_cli_list_shows_the_registry_without_building_a_model(capsys, monkeypatch):
+    def no_build(**kwargs):
+        raise AssertionError("`cnnexport list` built a model")
+
+    for name in ALL:
+        unbuildable = dataclasses.replace(models.model_info(name), constructor=no_build)
+        monkeypatch.setitem(models.registry._REGISTRY, name, unbuildable)
     code, out, _ = run_cli(capsys, "list", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows) == set(ALL)
-    assert set(next(iter(rows.values()))) == {"name", "family", "input_size", "num_classes", "params", "flops"}
+    for name, row in rows.items():
+        info = models.model_info(name)
+        assert row == {"name": name, "family": info.family, "input_size": info.input_size,
+                       "num_classes": info.num_classes, "params": info.params, "flops": info.macs}
     assert rows["alexnet_dy"]["params"] == 8_324_368 and rows["orthonet18"]["params"] == 11_270_602
     assert rows["moganet_xtiny"]["flops"] == pytest.approx(0.78e9, rel=0.02)  # MogaNet-XT: 0.8 GFLOPs at 224 px
     code, out, _ = run_cli(capsys, "list")
-    assert code == 0 and "vanillanet_13_x1_5_ada_pool" in out and "14,601,930" in out
+    assert code == 0
+    for name in ALL:
+        assert name in out and f"{models.model_info(name).params:,}" in out
 
 
 def test_cli_unknown_model_is_one_line_exit_2(capsys):

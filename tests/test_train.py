@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 
@@ -14,7 +16,7 @@ import paddle.nn.functional as F
 import pytest
 
 import models
-from exporter import train
+from exporter import cifar, train
 from exporter.cifar import FOLDER, read_cifar_tarball, write_cifar_tarball
 from exporter.cli import main
 from exporter.errors import BadInput
@@ -23,6 +25,7 @@ from models.dynamic_conv import update_temperature
 from models.weights import read_state_dict
 
 from cifar_data import batch_bytes, digits_cifar, malicious_batch, members_of, random_cifar, tarball_with_members
+from helpers import run_cli
 
 RUN_FILES = {"best_model.pdparams", "final_model.pdparams", train.CHECKPOINT, "metrics.json", "config.json",
              "loss.png", "accuracy.png"}
@@ -36,7 +39,7 @@ def tiny(tmp_path_factory):
 
 def _train(name, data, out, **kw):
     kw.setdefault("batch_size", 8)
-    return train.run_training(name, str(data), out=str(out), device="cpu", progress=False, **kw)
+    return train.run_training(name, str(data), out=str(out), device="cpu", progress="off", **kw)
 
 
 def _metrics(run_dir) -> dict:
@@ -123,6 +126,39 @@ def test_pickle_calling_os_system_is_refused_without_running(tmp_path, tiny):
 def test_wrong_shapes_are_refused(tmp_path, tiny, blob, message):
     path = tarball_with_members(tmp_path / "t.tar.gz", _replaced(tiny, "data_batch_2", blob))
     with pytest.raises(BadInput, match=message):
+        read_cifar_tarball(path)
+
+
+def _link(kind: bytes, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo()
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize("member", [
+    _link(tarfile.SYMTYPE, "/etc/passwd"), _link(tarfile.LNKTYPE, f"{FOLDER}/test_batch"), _link(tarfile.DIRTYPE),
+    _link(tarfile.FIFOTYPE), _link(tarfile.CHRTYPE),
+], ids=["symlink", "hardlink", "directory", "fifo", "device"])
+def test_members_that_are_not_regular_files_are_refused(tmp_path, tiny, member):
+    path = tarball_with_members(tmp_path / "t.tar.gz", _replaced(tiny, "data_batch_1", member))
+    with pytest.raises(BadInput, match=f"{FOLDER}/data_batch_1 is not a regular file: expected"):
+        read_cifar_tarball(path)
+
+
+def test_an_oversized_member_is_refused(tiny, monkeypatch):
+    monkeypatch.setattr(cifar, "MAX_MEMBER_BYTES", 5000)  # batches.meta is smaller, each data batch larger
+    with pytest.raises(BadInput, match=r"data_batch_1 is [\d,]+ bytes, more than any CIFAR batch \(5,000 at most\)"):
+        read_cifar_tarball(tiny)
+
+
+@pytest.mark.parametrize("labels, got", [
+    ([True, False, True], "a list holding a bool"), ([0.0, 1.5, 2.0], "a list holding a float"),
+    (np.array([0.0, 1.0, 2.0]), "a float64 array"), ({0: 1}, "a dict"), ([0, 1, 2**70], "integers beyond int64"),
+], ids=["bools", "floats", "float-array", "dict", "huge"])
+def test_labels_that_are_not_integers_are_refused(tmp_path, tiny, labels, got):
+    blob = batch_bytes(np.zeros((3, 3072), np.uint8), labels)
+    path = tarball_with_members(tmp_path / "t.tar.gz", _replaced(tiny, "data_batch_2", blob))
+    with pytest.raises(BadInput, match=re.escape(got)):
         read_cifar_tarball(path)
 
 
@@ -229,7 +265,7 @@ _CHILD = textwrap.dedent("""
     import sys
     from exporter.train import run_training
     run_training("alexnet", sys.argv[1], out=sys.argv[2], epochs=3, batch_size=4, img_size=64,
-                 device="cpu", progress=False)
+                 device="cpu", progress="off")
 """)
 
 
@@ -249,7 +285,7 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, tiny):
     done_before = train.read_checkpoint(killed / train.CHECKPOINT)["epochs_done"]
     assert 1 <= done_before < 3, "the run was not interrupted mid-way"
 
-    resumed = train.run_training("alexnet", str(tiny), resume=str(killed), device="cpu", progress=False)
+    resumed = train.run_training("alexnet", str(tiny), resume=str(killed), device="cpu", progress="off")
     assert resumed == killed
     a, b = _metrics(whole), _metrics(resumed)
     assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
@@ -274,12 +310,12 @@ def test_bad_arguments_are_one_line_errors(tmp_path, tiny):
     with pytest.raises(models.UnknownModelError, match="unknown model 'vanillanet_55'"):
         _train("vanillanet_55", tiny, tmp_path / "a")
     with pytest.raises(BadInput, match="no checkpoint there"):
-        train.run_training("alexnet_bn", str(tiny), resume=str(tmp_path / "nothing"), progress=False)
+        train.run_training("alexnet_bn", str(tiny), resume=str(tmp_path / "nothing"), progress="off")
     with pytest.raises(BadInput, match="fewer than one batch of 64"):
         _train("alexnet_bn", tiny, tmp_path / "b", batch_size=64, img_size=64)
     if not paddle.device.is_compiled_with_cuda():
         with pytest.raises(BadInput, match="--device gpu: this Paddle build has no CUDA"):
-            train.run_training("alexnet_bn", str(tiny), device="gpu", out=str(tmp_path / "c"), progress=False)
+            train.run_training("alexnet_bn", str(tiny), device="gpu", out=str(tmp_path / "c"), progress="off")
 
 
 def test_a_finished_run_is_neither_overwritten_nor_resumed_with_other_arguments(tmp_path, tiny):
@@ -287,11 +323,69 @@ def test_a_finished_run_is_neither_overwritten_nor_resumed_with_other_arguments(
     with pytest.raises(BadInput, match="already holds a run: continue it with --resume"):
         _train("alexnet_bn", tiny, run_dir, epochs=1, img_size=64)
     with pytest.raises(BadInput, match="started with epochs=1; leave epochs out or pass the same value"):
-        train.run_training("alexnet_bn", str(tiny), resume=str(run_dir), epochs=5, progress=False)
+        train.run_training("alexnet_bn", str(tiny), resume=str(run_dir), epochs=5, progress="off")
     with pytest.raises(BadInput, match="trains 'alexnet_bn', not 'alexnet_dy'"):
-        train.run_training("alexnet_dy", str(tiny), resume=str(run_dir), progress=False)
+        train.run_training("alexnet_dy", str(tiny), resume=str(run_dir), progress="off")
     with pytest.raises(BadInput, match="already finished its 1 epochs"):
-        train.run_training("alexnet_bn", str(tiny), resume=str(run_dir / train.CHECKPOINT), progress=False)
+        train.run_training("alexnet_bn", str(tiny), resume=str(run_dir / train.CHECKPOINT), progress="off")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--lr", "nan"], "--lr must be a finite number above 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number above 0, got inf"),
+    (["--lr", "0"], "--lr must be a finite number above 0, got 0.0"),
+    (["--epochs", "0"], "--epochs must be an integer from 1 to 100000, got 0"),
+    (["--batch-size", "0"], "--batch-size must be an integer from 1 to 65536, got 0"),
+    (["--img-size", "5000"], "--img-size must be an integer from 1 to 1024, got 5000"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+    (["--seed", str(2**32)], "--seed must be an integer from 0 to 4294967295, got 4294967296"),
+    (["--out", "/proc/cnnexport-run"],
+     "cannot write /proc/cnnexport-run: /proc is not a writable directory; choose another --out"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, tiny, monkeypatch, capsys, option, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "alexnet_bn", "--data", str(tiny), "--device", "cpu", *option)
+    assert code == 2 and err == f"cnnexport: error: {message}\n"
+    assert not any(tmp_path.iterdir())  # not even runs/
+
+
+def test_num_classes_beyond_the_limit_is_refused(tmp_path, tiny):
+    with pytest.raises(BadInput, match="--num-classes must be an integer from 1 to 100000, got 200000"):
+        _train("alexnet_bn", tiny, tmp_path / "run", num_classes=200_000)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_holding_other_files_is_refused_and_left_alone(tmp_path, tiny, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    before = sorted(tmp_path.rglob("*"))
+    code, _, err = run_cli(capsys, "train", "alexnet_bn", "--data", str(tiny), "--out", str(out), "--device", "cpu")
+    assert code == 2 and err == (f"cnnexport: error: --out {out} holds other files; cnnexport train only writes into "
+                                 "a new or empty directory, or continues a run with --resume\n")
+    assert sorted(tmp_path.rglob("*")) == before and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_without_a_terminal_train_prints_one_plain_line_per_epoch(tmp_path, tiny, capsys):
+    """stderr is no TTY under capsys, as in a log or CI; the run fills an existing empty --out."""
+    out = tmp_path / "empty"
+    out.mkdir()
+    code, stdout, err = run_cli(capsys, "train", "alexnet_bn", "--data", str(tiny), "--out", str(out),
+                                "--epochs", "2", "--batch-size", "8", "--img-size", "64", "--device", "cpu")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], err
+    assert all("train loss" in line and "| val loss" in line for line in lines) and "\r" not in err
+    assert stdout == f"run directory: {out}\n" and RUN_FILES <= {p.name for p in out.iterdir()}
+
+
+def test_a_config_recording_bad_arguments_is_refused(tmp_path, tiny):
+    run_dir = _train("alexnet_bn", tiny, tmp_path / "run", epochs=1, img_size=64)
+    config = json.loads((run_dir / train.CONFIG).read_text())
+    config["arguments"]["batch_size"] = -8
+    (run_dir / train.CONFIG).write_text(json.dumps(config))
+    with pytest.raises(BadInput, match=r"config.json records an argument out of range \(--batch-size must be"):
+        train.run_training("alexnet_bn", str(tiny), resume=str(run_dir), progress="off")
 
 
 # ----------------------------------------------------------------------------- several processes
@@ -300,7 +394,7 @@ _LAUNCHED = textwrap.dedent("""
     import sys
     from exporter.train import run_training
     run_training("alexnet_bn", sys.argv[1], out=sys.argv[2], epochs=1, batch_size=8, img_size=64,
-                 device="cpu", progress=False)
+                 device="cpu", progress="off")
 """)
 
 

@@ -162,14 +162,3 @@ def test_paddle_inference_falls_back_when_a_configuration_crashes(verified, monk
     (attempt,) = run.record["failed_configs"]
     assert attempt["config"] == "cpu-onednn-crashes" and "SIGABRT" in attempt["error"]
     assert run.result.outputs[0].shape == (1, 10)
-
-
-def test_verify_refuses_what_is_not_a_finished_artifact(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "plain").mkdir()
-    code, _, err = run_cli(capsys, "verify", str(tmp_path / "plain"))
-    assert code == 2 and "is not a finished artifact (no manifest.json)" in err and err.count("\n") == 1
-    code, _, err = run_cli(capsys, "verify", str(tmp_path / "missing"))
-    assert code == 2 and "is not a directory" in err
-    code, _, err = run_cli(capsys, "verify")
-    assert code == 2 and "no finished artifacts under artifacts/" in err
