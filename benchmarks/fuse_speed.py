@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 import models
 from exporter.rewrite import fuse
-from models.fusion import randomize_batchnorms
+from models.fusion import perturb
 
 DEFAULT_MODELS = "vanillanet_5,moganet_xtiny,alexnet_dy,alexnet_bn,alexnet_softpool,orthonet18,resnet18_cifar"
 
@@ -46,7 +46,7 @@ def main() -> None:
     for name in args.models.split(","):
         paddle.seed(0)
         model = models.create(name)
-        randomize_batchnorms(model)
+        perturb(model)
         model.eval()
         fused, summary = fuse(model)
         size = models.model_info(name).input_size

@@ -17,7 +17,7 @@ import paddle
 
 import models
 from exporter.cli import main as cnnexport
-from models.fusion import randomize_batchnorms
+from models.fusion import perturb
 
 DEFAULT_MODELS = "vanillanet_5,moganet_xtiny,alexnet_dy,alexnet_softpool,orthonet18"
 
@@ -34,7 +34,7 @@ def main() -> int:
     for name in args.models.split(","):
         paddle.seed(0)
         model = models.create(name)
-        randomize_batchnorms(model)
+        perturb(model)
         weights = out / "weights" / f"{name}.pdparams"
         paddle.save(model.state_dict(), str(weights))
         for fused in (True, False):

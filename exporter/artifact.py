@@ -35,6 +35,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 
 from .errors import BadInput
@@ -87,8 +88,8 @@ def _section(manifest: dict, key: str, path: Path) -> dict:
     return value
 
 
-def validate_manifest(manifest, path: Path) -> dict:
-    """Check every field that verify reads, with its type; return the manifest."""
+def validate_manifest(manifest, path: Path) -> None:
+    """Check every field that verify reads, with its type."""
     _require(isinstance(manifest, dict), path, "it is not a JSON object")
     _require(manifest.get("format") == FORMAT, path, f"format {manifest.get('format')!r}, want {FORMAT!r}")
     model = _section(manifest, "model", path)
@@ -123,21 +124,84 @@ def validate_manifest(manifest, path: Path) -> dict:
              "`paddle_param_names` must map names to names")
     reference = manifest.get("reference")
     _require(reference is None or isinstance(reference, dict), path, "`reference` must be an object")
-    return manifest
 
 
-def load_manifest(root: Path) -> dict:
-    root = Path(root)
-    if not root.is_dir():
-        raise ArtifactError(f"{root} is not a directory: give an artifact directory written by `cnnexport MODEL`")
-    path = root / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"{root} is not a finished artifact (no {MANIFEST}): export it again with `cnnexport MODEL`")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, OSError) as err:
-        raise ArtifactError(f"{path} is not valid JSON ({' '.join(str(err).split())}): export the model again") from None
-    return validate_manifest(manifest, path)
+@dataclass
+class Manifest:
+    """manifest.json: what an artifact is and how it was made (docs/FORMATS.md).
+
+    The one reader (`load`, schema-checked) and the one writer (`write`) of the file. Each field
+    is one top-level section of the JSON; the properties are what the rest of the code reads.
+    """
+
+    model: dict                      # name, family, kwargs (num_classes, img_size, seed_compat), fused
+    weights: dict                    # path, sha256, init_seed
+    input: dict                      # name, shape, dtype, layout, color, scale, mean, std, dynamic_batch
+    output: dict                     # name, shape
+    rewrite: dict | None = None      # what --fuse did (exporter.rewrite.RewriteSummary)
+    paddle_param_names: dict[str, str] = field(default_factory=dict)  # Paddle name -> state-dict name
+    onnx: dict | None = None         # opset, op counts, sizes
+    smoke_parity: list | None = None
+    versions: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    created: str = ""
+    files: dict[str, dict] = field(default_factory=dict)  # relative path -> size, sha256
+    reference: dict | None = None    # the reference bundle verify wrote, if any
+    format: str = FORMAT
+
+    @classmethod
+    def load(cls, root: Path) -> Manifest:
+        root = Path(root)
+        if not root.is_dir():
+            raise ArtifactError(f"{root} is not a directory: give an artifact directory written by `cnnexport MODEL`")
+        path = root / MANIFEST
+        if not path.is_file():
+            raise ArtifactError(f"{root} is not a finished artifact (no {MANIFEST}): export it again with "
+                                "`cnnexport MODEL`")
+        try:
+            data = json.loads(path.read_bytes())
+        except (ValueError, OSError) as err:
+            raise ArtifactError(f"{path} is not valid JSON ({' '.join(str(err).split())}): export the model again") from None
+        validate_manifest(data, path)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            _require(False, path, f"unknown field {unknown[0]!r}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        data = {"format": self.format, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "format"}}
+        if self.reference is None:
+            del data["reference"]
+        return data
+
+    def write(self, root: Path) -> None:
+        write_json(Path(root) / MANIFEST, self.to_dict())
+
+    def cover(self, root: Path, rel: str) -> None:
+        """List (or re-list) one file of the artifact with its size and hash."""
+        path = Path(root) / rel
+        self.files[rel] = {"size": path.stat().st_size, "sha256": sha256(path)}
+
+    @property
+    def name(self) -> str:
+        return self.model["name"]
+
+    @property
+    def fused(self) -> bool:
+        return self.model["fused"]
+
+    @property
+    def img_size(self) -> int:
+        return self.input["shape"][-1]
+
+    @property
+    def static_batch(self) -> int | None:
+        return self.input["shape"][0]
+
+
+def artifact_name(model: str, fused: bool) -> str:
+    """An artifact's default directory name, and how reports name it: `vanillanet_5-fused`."""
+    return f"{model}-fused" if fused else model
 
 
 # ----------------------------------------------------------------------------- integrity
@@ -167,14 +231,14 @@ def describe_files(root: Path) -> dict[str, dict]:
             for rel, st in sorted(_tree(root)) if stat.S_ISREG(st.st_mode) and rel != MANIFEST}
 
 
-def integrity_problems(root: Path, manifest: dict) -> dict[str, str]:
+def integrity_problems(root: Path, manifest: Manifest) -> dict[str, str]:
     """File -> what is wrong with it: missing, changed, not in the manifest, a link, outside the artifact.
 
     A file outside the artifact, a link or anything but a regular file is never read.
     """
     root = Path(root)
     problems: dict[str, str] = {}
-    listed = manifest["files"]
+    listed = manifest.files
     for rel, meta in listed.items():
         path = root / rel
         if not _inside(root, rel):
@@ -197,7 +261,7 @@ def integrity_problems(root: Path, manifest: dict) -> dict[str, str]:
 
 def unaccounted_files(root: Path) -> list[str]:
     """What an artifact holds that neither its manifest nor verify accounts for: the user's files."""
-    listed = load_manifest(root)["files"]
+    listed = Manifest.load(root).files
     return [rel for rel, st in sorted(_tree(root)) if not stat.S_ISDIR(st.st_mode)
             and rel not in listed and rel != MANIFEST and rel not in VERIFY_FILES]
 

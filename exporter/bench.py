@@ -1,19 +1,15 @@
-"""Latency and throughput of a runtime: warm-up, then timed runs, percentiles. Paddle-free.
+"""Latency and throughput of a call: warm-up, then timed runs, percentiles. Knows no runtime.
 
-On a GPU, ONNX Runtime is also timed with device-resident inputs and outputs (IO binding with
-OrtValues on the GPU) and with CUDA-graph replay, so that host copies are not what is measured;
-the plain `session.run` from numpy is reported beside them, to show what those copies cost.
+What to time (a runtime's timing modes: a plain run; on a GPU, IO binding and CUDA-graph replay)
+is the runtime's to say (`runtimes.Runtime.timing_modes`); `exporter.job` puts the two together.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-
-from .runtimes import default_threads, ort_session
 
 
 @dataclass(frozen=True)
@@ -37,6 +33,7 @@ def percentiles(seconds: list[float], batch: int) -> dict:
 
 
 def time_calls(call: Callable[[], object], plan: BenchPlan, batch: int) -> dict:
+    """Percentiles of `call`, which processes `batch` images, after the plan's warm-up."""
     for _ in range(plan.warmup):
         call()
     seconds: list[float] = []
@@ -46,46 +43,3 @@ def time_calls(call: Callable[[], object], plan: BenchPlan, batch: int) -> dict:
         call()
         seconds.append(time.perf_counter() - start)
     return percentiles(seconds, batch)
-
-
-def _inputs(plan: BenchPlan, batch: int) -> np.ndarray:
-    return np.random.default_rng(batch).standard_normal((batch, 3, plan.img_size, plan.img_size), dtype=np.float32)
-
-
-def iobinding_call(spec, batch: np.ndarray, cuda_graph: bool = False):
-    """(call, output): ONNX Runtime with input and output bound to device memory (the GPU for a GPU
-    spec), so that a call moves no data between host and device. With `cuda_graph`, the first call
-    captures the graph and later calls replay it (shapes and buffers must then stay fixed)."""
-    import onnxruntime as ort
-
-    device = "cuda" if spec.device == "gpu" else "cpu"
-    session = ort_session(dataclasses.replace(spec, cuda_graph=cuda_graph))
-    x = ort.OrtValue.ortvalue_from_numpy(batch, device, 0)
-    out_meta = session.get_outputs()[0]
-    y = ort.OrtValue.ortvalue_from_shape_and_type([batch.shape[0], out_meta.shape[1]], np.float32, device, 0)
-    binding = session.io_binding()
-    binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
-    binding.bind_ortvalue_output(out_meta.name, y)
-
-    def call():
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-
-    call.buffers = (x, y)  # CUDA-graph replays read and write these addresses: keep them alive
-    return call, y
-
-
-def benchmark(spec, infer: Callable[[np.ndarray], np.ndarray], plan: BenchPlan) -> list[dict]:
-    """One row per (batch size, mode): the spec's runtime, device and timing percentiles."""
-    rows = []
-    for batch_size in plan.sizes():
-        batch = _inputs(plan, batch_size)
-        calls = {"run": lambda batch=batch: infer(batch)}
-        if spec.kind == "onnxruntime" and spec.device == "gpu":
-            calls["iobinding"] = iobinding_call(spec, batch)[0]
-            calls["iobinding+cudagraph"] = iobinding_call(spec, batch, cuda_graph=True)[0]
-        for mode, call in calls.items():
-            rows.append({"runtime": spec.kind, "device": spec.device, "label": spec.label, "precision": spec.precision,
-                         "mode": mode, "batch": batch_size, "threads": default_threads(spec.threads),
-                         **time_calls(call, plan, batch_size)})
-    return rows

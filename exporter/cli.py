@@ -10,50 +10,14 @@ its ONNX Runtime side on a machine without Paddle.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
-from pathlib import Path
 
 import click
 
-from .errors import BadInput, ExportFailed, Terminated
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
-def _load_paddle() -> None:
-    """Import Paddle (where installed) before any work, then take SIGTERM back: Paddle's import
-    installs a handler that prints a C++ "FatalError" banner and skips every cleanup."""
-    with contextlib.suppress(ImportError):
-        import paddle  # noqa: F401
-    signal.signal(signal.SIGTERM, _terminate)
-
-
-@contextlib.contextmanager
-def _progress(total: int, desc: str, unit: str):
-    """(show(name, step), advance()): a bar on a terminal, one plain line per step otherwise
-    (a log gets no carriage returns)."""
-    if not sys.stderr.isatty():
-        yield (lambda name, step: click.echo(f"{desc} {name}: {step}", err=True)), (lambda: None)
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False) as bar:
-        yield (lambda name, step: bar.set_postfix_str(f"{name}: {step}")), bar.update
-
-
-def _bad_input_types() -> tuple[type[Exception], ...]:
-    types: list[type[Exception]] = [BadInput]  # ArtifactError is one
-    if "models" in sys.modules:  # only if a command got as far as importing the zoo
-        import models
-        types += [models.UnknownModelError, models.InputSizeError, models.WeightsError]
-    return tuple(types)
+from . import console
+from .errors import BadInput, ExportFailed
+from .verify import verify_command
 
 
 class _Cli(click.Group):
@@ -84,7 +48,7 @@ def list_command(pattern, as_json):
     """
     from tabulate import tabulate
 
-    _load_paddle()
+    console.load_paddle()
     from .zoo import zoo_table
 
     rows = zoo_table(pattern)
@@ -117,7 +81,7 @@ def list_command(pattern, as_json):
 def export_command(model, all_models, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset,
                    static_batch, fp16, out, as_json):
     """Rewrite (--fuse) and export MODEL to Paddle's inference format (and ONNX with --onnx)."""
-    _load_paddle()
+    console.load_paddle()
     import models
 
     from .export import ExportOptions, export, validate
@@ -146,72 +110,12 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
             click.echo(f"cnnexport: failed: {name}: {err}", err=True)
             continue
         if as_json:
-            click.echo(json.dumps(manifest, indent=2))
+            click.echo(json.dumps(manifest.to_dict(), indent=2))
     if failures:
         raise ExportFailed(f"{len(failures)} of {len(names)} exports failed: {', '.join(failures)}")
 
 
-def _batch_sizes(ctx, param, value):
-    if not value:
-        return ()
-    try:
-        sizes = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
-    if any(s < 1 for s in sizes):
-        raise click.BadParameter("batch sizes must be 1 or more")
-    return sizes
-
-
-@cli.command("verify")
-@click.argument("artifacts", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="auto", show_default=True)
-@click.option("--images", type=click.Path(exists=True, file_okay=False), help="A folder of extra real images.")
-@click.option("--batch-sizes", callback=_batch_sizes, help="Batch sizes to time (default 1,8 on CPU; 1,8,64 on GPU).")
-@click.option("--bench/--no-bench", default=True, show_default=True, help="Time each runtime.")
-@click.option("--threads", type=int, default=0, help="CPU threads for every runtime (default: all cores).")
-@click.option("--rtol", type=float, help="Relative L2 tolerance (default 1e-5 on CPU, 1e-3 for TF32 on GPU).")
-@click.option("--atol", type=float, help="Also bound the max absolute error.")
-@click.option("--reference-evaluator/--no-reference-evaluator", default=True, show_default=True,
-              help="Also run onnx.reference (slow, shares no code with the other runtimes).")
-@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol, atol, reference_evaluator, as_json):
-    """Check artifacts: file integrity, parity across runtimes, first divergence, speed.
-
-    ARTIFACTS default to every finished artifact under artifacts/. Writes verify.json into each,
-    and artifacts/REPORT.md with latency.png. Exit 1 if any check fails.
-    """
-    _load_paddle()
-    from .artifact import finished_artifacts, load_manifest
-    from .images import folder_photos
-    from .report import write_report
-    from .verify import VerifyOptions, resolve_device, summary_lines, verify_artifact
-
-    opts = VerifyOptions(device, images, batch_sizes, bench, rtol, atol, threads, reference_evaluator)
-    opts.validate()
-    paths = [Path(a) for a in artifacts] or finished_artifacts(Path("artifacts"))
-    if not paths:
-        raise BadInput("no finished artifacts under artifacts/: export one first, e.g. `cnnexport vanillanet_5 --fuse --onnx`")
-    for path in paths:
-        load_manifest(path)  # not an artifact, or an unfinished or malformed one: exit 2 before any work
-    if images:
-        folder_photos(images)  # unreadable images: exit 2 before any work
-    device = resolve_device(device)
-    reports = []
-    with _progress(len(paths), "verify", "artifact") as (show, advance):
-        for path in paths:
-            reports.append(verify_artifact(path, opts, device, progress=lambda step, p=path: show(p.name, step)))
-            advance()
-    roots = {p.resolve().parent for p in paths}
-    written = [write_report(root) for root in sorted(roots)]
-    if as_json:
-        click.echo(json.dumps(reports, indent=2))
-    else:
-        for report in reports:
-            click.echo("\n".join(summary_lines(report)))
-        for path in filter(None, written):
-            click.echo(f"report: {path}")
-    return 0 if all(r["passed"] for r in reports) else EXIT_FAILED
+cli.add_command(verify_command)
 
 
 @cli.command("train")
@@ -227,7 +131,7 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
 @click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="auto", show_default=True)
 def train_command(model, data, epochs, batch_size, lr, img_size, out, resume, seed, device):
     """Train MODEL with its seed notebook's recipe (docs/TRAINING.md); export it with --weights."""
-    _load_paddle()
+    console.load_paddle()
     from .train import run_training
 
     run_dir = run_training(model, data, epochs=epochs, batch_size=batch_size, lr=lr, img_size=img_size,
@@ -238,32 +142,7 @@ def train_command(model, data, epochs, batch_size, lr, img_size, out, resume, se
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends in one line on stderr and exit code 2, never a traceback."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        code = cli.main(args=argv, prog_name="cnnexport", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("cnnexport: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        click.echo("cnnexport: terminated", err=True)
-        return EXIT_TERMINATED
-    except click.UsageError as err:
-        where = err.ctx.command_path if err.ctx else "cnnexport"
-        click.echo(f"cnnexport: error: {err.format_message()} (see `{where} --help`)", err=True)
-        return EXIT_USAGE
-    except ExportFailed as err:
-        click.echo(f"cnnexport: failed: {err}", err=True)
-        return EXIT_FAILED
-    except Exception as err:
-        if isinstance(err, _bad_input_types()):
-            click.echo(f"cnnexport: error: {err}", err=True)
-            return EXIT_USAGE
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return code if isinstance(code, int) else 0
+    return console.run(cli, argv, "cnnexport")
 
 
 if __name__ == "__main__":

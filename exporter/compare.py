@@ -1,9 +1,12 @@
-"""Comparing a candidate runtime's outputs with a reference's: plain numpy over plain data."""
+"""The comparator: how far a candidate's outputs are from a reference's, and whether that passes.
+Plain numpy over plain data; it judges any two computations (runtimes, the eager model, a bundle)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from .results import RowResult
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,16 @@ class Tolerance:
 
 CPU_FP32 = Tolerance(rel_l2=1e-5)
 GPU_TF32 = Tolerance(rel_l2=1e-3)
+FP16 = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # fp16: rel L2 is reported, not bounded
+FINITE_ONLY = Tolerance(rel_l2=float("inf"), top1_agreement=0.0)
+
+
+def rel_l2(reference: np.ndarray, other: np.ndarray) -> float:
+    """||other - reference|| / ||reference|| in float64 (the absolute norm where the reference is 0)."""
+    ref = np.asarray(reference, np.float64)
+    diff = float(np.linalg.norm(np.asarray(other, np.float64) - ref))
+    norm = float(np.linalg.norm(ref))
+    return diff / norm if norm > 0 else diff
 
 
 @dataclass(frozen=True)
@@ -50,23 +63,37 @@ def _topk(logits: np.ndarray, k: int) -> np.ndarray:
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
-    """Errors of `candidate` against `reference`, both [N, classes] logits.
+    """Errors of `candidate` against `reference`, both [N, classes] logits of the same shape.
 
     top5 is the fraction of samples whose top-5 class sets are equal (as sets: the order of
     near-ties inside the top 5 is not a conversion error).
     """
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape != cand.shape:
-        raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {cand.shape}")
     finite = bool(np.isfinite(cand).all() and np.isfinite(ref).all())
     if not finite:
         return Agreement(len(ref), float("inf"), float("inf"), float("nan"), 0.0, 0.0, False)
-    diff = cand - ref
-    ref_norm = np.linalg.norm(ref)
-    rel = float(np.linalg.norm(diff) / ref_norm) if ref_norm > 0 else float(np.linalg.norm(diff))
     denom = np.linalg.norm(ref) * np.linalg.norm(cand)
     cosine = float((ref * cand).sum() / denom) if denom > 0 else 1.0
     top1 = float((_topk(ref, 1) == _topk(cand, 1)).mean())
     top5 = float(np.mean([set(a) == set(b) for a, b in zip(_topk(ref, 5), _topk(cand, 5))]))
-    return Agreement(len(ref), float(np.abs(diff).max()), rel, cosine, top1, top5, True)
+    return Agreement(len(ref), float(np.abs(cand - ref).max()), rel_l2(ref, cand), cosine, top1, top5, True)
+
+
+def judge(label: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+          tol: Tolerance) -> RowResult:
+    """A candidate's outputs (by parity input name) against the reference's: figures per input,
+    the worst of each, and what misses `tol`. An output of the wrong shape is a failure, not an error."""
+    per_input, failures = {}, []
+    for name, out in outputs.items():
+        if np.shape(out) != np.shape(reference[name]):
+            failures.append(f"{name}: output shape {list(np.shape(out))}, expected {list(np.shape(reference[name]))}")
+            continue
+        per_input[name] = agreement(reference[name], out)
+        failures += [f"{name}: {why}" for why in per_input[name].failures(tol)]
+    figures = list(per_input.values())
+    worst = {"rel_l2": max(a.rel_l2 for a in figures), "max_abs": max(a.max_abs for a in figures),
+             "cosine": min(a.cosine for a in figures), "top1": min(a.top1 for a in figures),
+             "top5": min(a.top5 for a in figures)} if figures else None
+    return RowResult(label, not failures, failures, tolerance=asdict(tol), worst=worst,
+                     batches={k: a.to_dict() for k, a in per_input.items()})

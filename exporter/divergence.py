@@ -11,21 +11,26 @@ Three views, in graph order:
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 
+from . import isolate
+from .artifact import Manifest
+from .compare import rel_l2
+from .plan import PADDLE_DIR, Row
+from .runtimes import RuntimeSpec, ort_session, paddle_model_files
+
 MATCH_RTOL = 1e-4  # intermediate tensors: float32 rounding accumulates, a real error is far larger
-
-
-def rel_error(ref: np.ndarray, other: np.ndarray) -> float:
-    norm = float(np.linalg.norm(ref))
-    diff = float(np.linalg.norm(np.asarray(other, np.float64) - ref))
-    return diff / norm if norm > 0 else diff
 
 
 def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.ndarray, bool]]:
     """(layer path, layer type, output, whether the layer has weights of its own) for every sublayer
     call, in the order the calls finish."""
     import paddle
+
+    from models.fusion import forward_hooks
 
     records = []
 
@@ -36,13 +41,8 @@ def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.nda
                 records.append((name, type(layer).__name__, output.numpy(), owns))
         return record
 
-    handles = [layer.register_forward_post_hook(hook(name)) for name, layer in model.named_sublayers()]
-    try:
-        with paddle.no_grad():
-            model(paddle.to_tensor(batch))
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((layer, hook(name)) for name, layer in model.named_sublayers()), paddle.no_grad():
+        model(paddle.to_tensor(batch))
     return records
 
 
@@ -51,8 +51,6 @@ def onnx_intermediates(spec, batch: np.ndarray) -> list[dict]:
     as `spec` says (device, TF32) on a copy of the graph whose outputs are all intermediate values
     (call it in a child)."""
     import onnx
-
-    from .runtimes import ort_session
 
     model = onnx.load(spec.model_path)
     initializers = {i.name for i in model.graph.initializer}
@@ -84,7 +82,7 @@ def first_divergence(eager: list[tuple[str, str, np.ndarray, bool]], onnx_values
     cursor = 0
     for _, _, out, _ in eager:
         hit = next((k for k in range(cursor, len(onnx_values)) if onnx_values[k]["array"].shape == out.shape
-                    and rel_error(out, onnx_values[k]["array"]) <= MATCH_RTOL), None)
+                    and rel_l2(out, onnx_values[k]["array"]) <= MATCH_RTOL), None)
         positions.append(hit)
         cursor = hit if hit is not None else cursor
     index = next((i for i, hit in enumerate(positions)
@@ -97,10 +95,10 @@ def first_divergence(eager: list[tuple[str, str, np.ndarray, bool]], onnx_values
     report = {"layer": name, "layer_type": layer_type, "after": eager[matched_before[-1]][0] if matched_before else "(input)"}
     candidates = [v for v in onnx_values[start:] if v["array"].shape == out.shape]
     best = next((v for v in candidates if owns_weights and v["weights"]), None) or min(
-        candidates, key=lambda v: rel_error(out, v["array"]), default=None)
+        candidates, key=lambda v: rel_l2(out, v["array"]), default=None)
     if best is not None:
         report.update(onnx_node=best["node"], op_type=best["op"], weights=best["weights"],
-                      rel_error=rel_error(out, best["array"]), max_abs=float(np.abs(best["array"] - out).max()))
+                      rel_error=rel_l2(out, best["array"]), max_abs=float(np.abs(best["array"] - out).max()))
     return report
 
 
@@ -110,7 +108,7 @@ def first_differing_value(reference: list[dict], values: list[dict], rtol: float
     for ref in reference:
         other = arrays.get(ref["value"])
         if other is not None and other.shape == ref["array"].shape:
-            err = rel_error(ref["array"].astype(np.float64), other)
+            err = rel_l2(ref["array"].astype(np.float64), other)
             if not err <= rtol:
                 return {"value": ref["value"], "onnx_node": ref["node"], "op_type": ref["op"],
                         "weights": ref["weights"], "rel_error": err,
@@ -130,7 +128,7 @@ def weight_differences(stored: dict[str, np.ndarray], names: dict[str, str], ref
         if ref.shape != array.shape:
             diffs.append({"weight": structured, "stored_as": paddle_name, "problem": f"shape {array.shape} vs {ref.shape}"})
             continue
-        err = rel_error(ref, array)
+        err = rel_l2(ref, array)
         if not err <= rtol:
             diffs.append({"weight": structured, "stored_as": paddle_name, "rel_error": err,
                           "max_abs": float(np.abs(array - ref).max())})
@@ -149,8 +147,6 @@ def paddle_weights(paddle_dir: str, names: list[str]) -> dict[str, np.ndarray]:
     """Parameters as stored in inference.pdiparams, read by Paddle's static loader (call it in a child)."""
     import paddle
 
-    from .runtimes import paddle_model_files
-
     program, _ = paddle_model_files(paddle_dir)
     paddle.enable_static()
     scope = paddle.static.Scope()
@@ -163,3 +159,52 @@ def paddle_weights(paddle_dir: str, names: list[str]) -> dict[str, np.ndarray]:
             if var is not None:
                 out[name] = np.array(var.get_tensor())
     return out
+
+
+def localise(row: Row, label: str, manifest: Manifest, eager_model, batch: np.ndarray) -> dict:
+    """Where a failed row parts from its reference, as its plan says to trace it: Paddle's stored
+    weights against the eager model's; or the ONNX graph's values (run by ONNX Runtime as the row
+    ran it) and initializers against the eager model's layers and weights; or, without Paddle, a
+    GPU run's values against the same graph on the CPU."""
+    from models.weights import state_dict_arrays
+
+    names = manifest.paddle_param_names
+    sample = batch[:1] if manifest.input["dynamic_batch"] else batch
+    spec = dataclasses.replace(row.spec, kind="onnxruntime") if row.localise == "onnx" else row.spec
+    result: dict = {"runtime": label}
+    try:
+        if row.localise == "paddle":
+            stored = isolate.call_isolated(paddle_weights, spec.model_path, list(names), what="read inference.pdiparams")
+            result["weights"] = weight_differences(stored, names, state_dict_arrays(eager_model))
+        elif eager_model is None:
+            cpu = RuntimeSpec("onnxruntime", spec.model_path)
+            reference = isolate.call_isolated(onnx_intermediates, cpu, sample, what="onnxruntime/cpu intermediates")
+            values = isolate.call_isolated(onnx_intermediates, spec, sample, what=f"{spec.label} intermediates")
+            result["against_cpu"] = first_differing_value(reference, values)
+        else:
+            values = isolate.call_isolated(onnx_intermediates, spec, sample, what=f"{spec.label} intermediates")
+            result["activation"] = first_divergence(eager_layer_outputs(eager_model, sample), values)
+            result["weights"] = weight_differences(onnx_weights(spec.model_path), names, state_dict_arrays(eager_model))
+    except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+        result["error"] = str(err)
+    return result
+
+
+def changed_weights(root: Path, rel: str, manifest: Manifest, eager_model) -> dict:
+    """A weights file failed integrity: which of its stored weights differ from the model's, by name,
+    whether or not parity notices (a flipped low-order bit may not)."""
+    from models.weights import state_dict_arrays
+
+    names = manifest.paddle_param_names
+    result: dict = {"file": rel}
+    try:
+        if rel.startswith(f"{PADDLE_DIR}/"):
+            stored = isolate.call_isolated(paddle_weights, str(root / PADDLE_DIR), list(names), what=f"read {rel}")
+        else:
+            stored = isolate.call_isolated(onnx_weights, str(root / rel), what=f"read {rel}")
+    except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+        result["error"] = str(err)
+        return result
+    # Exact: the stored weights are bit for bit what the export saved from this same model.
+    result["weights"] = weight_differences(stored, names, state_dict_arrays(eager_model), rtol=0.0)
+    return result

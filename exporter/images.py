@@ -1,4 +1,5 @@
-"""Real photographs for parity checks, preprocessed as an artifact's manifest says. Paddle-free.
+"""Inputs for parity checks and timing: real photographs, preprocessed as an artifact's manifest
+says, and seeded random images. Paddle-free.
 
 The photographs ship with scikit-image (its `data` module), so parity never depends on a
 download; `--images DIR` adds the user's own. A user's image is decoded completely before use;
@@ -22,6 +23,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 40_000_000  # a 40-megapixel photograph; a decompression bomb declares far more
 MAX_IMAGES = 256
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def random_batch(n: int, size: int, seed: int | np.random.Generator) -> np.ndarray:
+    """Standard-normal images [n, 3, size, size] float32 from `seed` (or a generator, to draw on)."""
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size), dtype=np.float32)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""artifacts/REPORT.md and latency.png from the verify.json of every verified artifact."""
+"""What verify reports: artifacts/REPORT.md and latency.png from the verify.json of every verified
+artifact, and the plain-text summary the command prints."""
 from __future__ import annotations
 
 import json
@@ -6,33 +7,13 @@ import platform
 import time
 from pathlib import Path
 
-from .artifact import VERIFY_REPORT, atomic_write, finished_artifacts, sweep_leftovers
+from .artifact import VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sweep_leftovers
+from .results import Timing, VerifyReport
 
 REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"
 
 
-_NUMBER = (int, float)
-_ROW_FIELDS = {"runtime": str, "passed": bool, "failures": list}
-_WORST_FIELDS = dict.fromkeys(("rel_l2", "max_abs", "cosine", "top1", "top5"), _NUMBER)
-_TIMING_FIELDS = {"model": str, "fused": bool, "runtime": str, "device": str, "mode": str, "label": str,
-                  "precision": str, "batch": int, **dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "images_per_s"), _NUMBER)}
-
-
-def _has(data, fields: dict) -> bool:
-    return isinstance(data, dict) and all(isinstance(data.get(k), t) and not (t is not bool and isinstance(data.get(k), bool))
-                                          for k, t in fields.items())
-
-
-def _is_report(data) -> bool:
-    """Whether a verify.json holds every field this report reads, with its type."""
-    return (_has(data, {"artifact": str, "threads": int, "rows": list, "timings": list, "divergence": list})
-            and all(_has(r, _ROW_FIELDS) and (r.get("worst") is None or _has(r["worst"], _WORST_FIELDS))
-                    for r in data["rows"])
-            and all(_has(t, _TIMING_FIELDS) and t["p50_ms"] > 0 for t in data["timings"])
-            and all(_has(d, {"runtime": str}) for d in data["divergence"]))
-
-
-def load_reports(root: Path) -> tuple[list[dict], list[str]]:
+def load_reports(root: Path) -> tuple[list[VerifyReport], list[str]]:
     """The verify.json of every artifact under `root`, and the ones skipped because they are unreadable
     (a damaged report of one artifact must not stop the report of the others)."""
     reports, skipped = [], []
@@ -41,51 +22,63 @@ def load_reports(root: Path) -> tuple[list[dict], list[str]]:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            data = None
-        if _is_report(data):
-            reports.append(data)
-        else:
+            reports.append(VerifyReport.from_dict(json.loads(path.read_bytes())))
+        except (OSError, ValueError, TypeError):
             skipped.append(f"{artifact.name}/{VERIFY_REPORT}")
     return reports, skipped
 
 
-def _name(report: dict) -> str:
-    return Path(report["artifact"]).name
-
-
-def parity_rows(reports: list[dict]) -> list[list]:
+def parity_rows(reports: list[VerifyReport]) -> list[list]:
     rows = []
     for rep in reports:
-        for row in rep["rows"]:
-            worst = row.get("worst") or {}
-            rows.append([_name(rep), row["runtime"], row.get("config", ""),
+        for row in rep.rows:
+            worst = row.worst or {}
+            rows.append([rep.name, row.runtime, row.config or "",
                          f"{worst['rel_l2']:.1e}" if worst else "-", f"{worst['max_abs']:.1e}" if worst else "-",
                          f"{worst['cosine']:.7f}" if worst else "-", f"{worst['top1']:.0%}" if worst else "-",
-                         f"{worst['top5']:.0%}" if worst else "-", "pass" if row["passed"] else "FAIL: " + "; ".join(row["failures"])[:120]])
+                         f"{worst['top5']:.0%}" if worst else "-", "pass" if row.passed else "FAIL: " + "; ".join(row.failures)[:120]])
     return rows
 
 
-def _key(t: dict) -> tuple:
-    return (t["model"], t["runtime"], t["device"], t["mode"], t["batch"], t["precision"])
+def _key(t: Timing) -> tuple:
+    return (t.model, t.runtime, t.device, t.mode, t.batch, t.precision)
 
 
-def speed_rows(reports: list[dict]) -> list[list]:
+def speed_rows(reports: list[VerifyReport]) -> list[list]:
     """Each timing, with what --fuse buys (unfused p50 / fused p50) and ONNX Runtime over Paddle Inference."""
-    timings = [t for rep in reports for t in rep["timings"]]
-    by_fusion = {(_key(t), t["fused"]): t["p50_ms"] for t in timings}
+    timings = [t for rep in reports for t in rep.timings]
+    by_fusion = {(_key(t), t.fused): t.p50_ms for t in timings}
     rows = []
-    for t in sorted(timings, key=lambda t: (t["model"], t["fused"], t["device"], t["runtime"], t["mode"], t["batch"])):
+    for t in sorted(timings, key=lambda t: (t.model, t.fused, t.device, t.runtime, t.mode, t.batch)):
         unfused = by_fusion.get((_key(t), False))
-        fuse_gain = f"{unfused / t['p50_ms']:.2f}x" if t["fused"] and unfused else ""
-        paddle_key = (t["model"], "paddle-inference", t["device"], "run", t["batch"], "fp32")
-        paddle_p50 = by_fusion.get((paddle_key, t["fused"]))
-        ort_gain = f"{paddle_p50 / t['p50_ms']:.2f}x" if t["runtime"] == "onnxruntime" and paddle_p50 else ""
-        rows.append([t["model"] + ("-fused" if t["fused"] else ""), t["label"], t["precision"], t["mode"], t["batch"],
-                     f"{t['p50_ms']:.2f}", f"{t['p90_ms']:.2f}", f"{t['p99_ms']:.2f}", f"{t['images_per_s']:.1f}",
-                     fuse_gain, ort_gain])
+        fuse_gain = f"{unfused / t.p50_ms:.2f}x" if t.fused and unfused else ""
+        paddle_p50 = by_fusion.get(((t.model, "paddle-inference", t.device, "run", t.batch, "fp32"), t.fused))
+        ort_gain = f"{paddle_p50 / t.p50_ms:.2f}x" if t.runtime == "onnxruntime" and paddle_p50 else ""
+        rows.append([artifact_name(t.model, t.fused), t.label, t.precision, t.mode, t.batch, f"{t.p50_ms:.2f}",
+                     f"{t.p90_ms:.2f}", f"{t.p99_ms:.2f}", f"{t.images_per_s:.1f}", fuse_gain, ort_gain])
     return rows
+
+
+def summary_lines(report: VerifyReport) -> list[str]:
+    """A plain-text summary (no table library needed on a bare GPU machine)."""
+    lines = [f"{report.artifact}: {'PASS' if report.passed else 'FAIL'} (reference: {report.reference})"]
+    lines += [f"  integrity: {p}" for p in report.integrity]
+    for change in report.changed_weights:
+        named = ", ".join(w["weight"] for w in change.get("weights", [])[:3]) or change.get("error", "none by name")
+        lines.append(f"  changed weights in {change['file']}: {named}")
+    lines += [f"  note: {n}" for n in report.notes]
+    for row in report.rows:
+        worst = row.worst
+        figures = (f"rel L2 {worst['rel_l2']:.1e}  max abs {worst['max_abs']:.1e}  top-1 {worst['top1']:.0%}"
+                   if worst else "")
+        lines.append(f"  {'ok  ' if row.passed else 'FAIL'} {row.runtime:<40} {figures}")
+        lines += [f"       {f}" for f in row.failures[:3]]
+    for d in report.divergence:
+        lines.append(f"  first divergence ({d['runtime']}): {json.dumps({k: v for k, v in d.items() if k != 'runtime'})}")
+    for t in report.timings:
+        lines.append(f"  speed {t.label:<34} {t.mode:<20} bs {t.batch:<3} p50 {t.p50_ms:8.2f} ms  "
+                     f"{t.images_per_s:9.1f} img/s")
+    return lines
 
 
 def _machine() -> str:
@@ -108,7 +101,7 @@ def write_report(root: Path) -> Path | None:
     reports, skipped = load_reports(root)
     if not reports:
         return None
-    threads = sorted({rep["threads"] for rep in reports})
+    threads = sorted({rep.threads for rep in reports})
     lines = [
         "# cnnexport verification report", "",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `cnnexport verify` on {_machine()}. "
@@ -120,10 +113,10 @@ def write_report(root: Path) -> Path | None:
         tabulate(parity_rows(reports), headers=["artifact", "runtime", "config", "rel L2", "max abs", "cosine",
                                                  "top-1", "top-5", "result"], tablefmt="github"), "",
     ]
-    divergences = [(rep, d) for rep in reports for d in rep["divergence"]]
+    divergences = [(rep, d) for rep in reports for d in rep.divergence]
     if divergences:
         lines += ["## First divergence", ""]
-        lines += [f"- {_name(rep)} / {d['runtime']}: `{json.dumps({k: v for k, v in d.items() if k != 'runtime'})}`"
+        lines += [f"- {rep.name} / {d['runtime']}: `{json.dumps({k: v for k, v in d.items() if k != 'runtime'})}`"
                   for rep, d in divergences]
         lines.append("")
     speed = speed_rows(reports)
@@ -133,13 +126,13 @@ def write_report(root: Path) -> Path | None:
                   tabulate(speed, headers=["artifact", "runtime", "precision", "mode", "batch", "p50 ms", "p90 ms",
                                            "p99 ms", "images/s", "fuse gain", "ORT/Paddle"], tablefmt="github"), "",
                   f"![latency]({CHART_PNG})", ""]
-        _chart([t for rep in reports for t in rep["timings"]], root / CHART_PNG)
+        _chart([t for rep in reports for t in rep.timings], root / CHART_PNG)
     path = root / REPORT_MD
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines)))
     return path
 
 
-def _chart(timings: list[dict], path: Path) -> None:
+def _chart(timings: list[Timing], path: Path) -> None:
     import logging
 
     import matplotlib
@@ -149,8 +142,8 @@ def _chart(timings: list[dict], path: Path) -> None:
 
     series: dict[str, dict[str, float]] = {}
     for t in timings:
-        name = f"{t['model']}{'-fused' if t['fused'] else ''} b{t['batch']}"
-        series.setdefault(f"{t['label']} {t['precision']} {t['mode']}", {})[name] = t["p50_ms"]
+        name = f"{artifact_name(t.model, t.fused)} b{t.batch}"
+        series.setdefault(f"{t.label} {t.precision} {t.mode}", {})[name] = t.p50_ms
     groups = sorted({g for s in series.values() for g in s})
     fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.9), 5))
     width = 0.8 / max(len(series), 1)

@@ -1,15 +1,18 @@
-"""The runtimes an artifact is checked in, behind one interface: `open_runtime(spec)(batch) -> logits`.
+"""The runtimes an artifact is checked in, behind one interface: `open_runtime(spec)` gives a
+`Runtime` that infers (`runtime.infer(batch) -> logits`) and lists how it can be timed.
 
 Importing this module imports neither Paddle nor paddle2onnx (GPU machines may have neither);
-each runtime imports its own library when opened. Runtimes are meant to be opened inside
-`isolate.call_isolated`, one child process per runtime, so that a native crash is contained:
-`run_job` is that child's entry point.
+each runtime imports its own library when opened. Runtimes are opened in a child process
+(`exporter.job`, through `isolate.call_isolated`), so that a native crash is contained. Adding a
+runtime is one opener here (or a "package.module:function" kind of one's own) and a row in
+`exporter.plan`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +89,11 @@ class RuntimeSpec:
     precision: str = "fp32"     # of the model file: "fp16" for model.fp16.onnx
 
     @property
+    def config_name(self) -> str | None:
+        """The fallback configuration this spec is, for rows that try several (Paddle Inference)."""
+        return self.paddle_config.name if self.paddle_config else None
+
+    @property
     def label(self) -> str:
         extra = ""
         if self.kind == "paddle-inference" and self.paddle_config:
@@ -111,7 +119,22 @@ def paddle_model_files(model_dir: str | Path) -> tuple[Path, Path]:
     raise FileNotFoundError(f"no inference.json or inference.pdmodel in {model_dir}")
 
 
-def _open_paddle(spec: RuntimeSpec) -> Infer:
+@dataclass
+class Runtime:
+    """An opened runtime: `infer`, and the ways it can be timed on a given batch."""
+
+    infer: Infer
+    # Timing modes beyond a plain `infer` call (IO binding on a GPU), made for one batch.
+    extra_modes: Callable[[np.ndarray], dict[str, Callable[[], object]]] | None = None
+
+    def timing_modes(self, batch: np.ndarray) -> dict[str, Callable[[], object]]:
+        modes = {"run": lambda: self.infer(batch)}
+        if self.extra_modes is not None:
+            modes.update(self.extra_modes(batch))
+        return modes
+
+
+def _open_paddle(spec: RuntimeSpec) -> Runtime:
     from paddle import inference
 
     program, params = paddle_model_files(spec.model_path)
@@ -128,7 +151,7 @@ def _open_paddle(spec: RuntimeSpec) -> Infer:
         predictor.run()
         return predictor.get_output_handle(output_name).copy_to_cpu()
 
-    return infer
+    return Runtime(infer)
 
 
 def ort_providers(spec: RuntimeSpec) -> list:
@@ -153,13 +176,44 @@ def ort_session(spec: RuntimeSpec, model=None):
     return session
 
 
-def _open_onnxruntime(spec: RuntimeSpec) -> Infer:
+def iobinding_call(spec: RuntimeSpec, batch: np.ndarray, cuda_graph: bool = False):
+    """(call, output): ONNX Runtime with input and output bound to device memory (the GPU for a GPU
+    spec), so that a call moves no data between host and device. With `cuda_graph`, the first call
+    captures the graph and later calls replay it (shapes and buffers must then stay fixed)."""
+    import onnxruntime as ort
+
+    device = "cuda" if spec.device == "gpu" else "cpu"
+    session = ort_session(dataclasses.replace(spec, cuda_graph=cuda_graph))
+    x = ort.OrtValue.ortvalue_from_numpy(batch, device, 0)
+    out_meta = session.get_outputs()[0]
+    y = ort.OrtValue.ortvalue_from_shape_and_type([batch.shape[0], out_meta.shape[1]], np.float32, device, 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
+    binding.bind_ortvalue_output(out_meta.name, y)
+
+    def call():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    call.buffers = (x, y)  # CUDA-graph replays read and write these addresses: keep them alive
+    return call, y
+
+
+def _open_onnxruntime(spec: RuntimeSpec) -> Runtime:
+    """On a GPU, also timed with device-resident input and output (IO binding) and with CUDA-graph
+    replay, so that host copies are not what is measured; the plain run is kept beside them, to
+    show what those copies cost."""
     session = ort_session(spec)
     input_name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {input_name: batch})[0]
+    extra = None
+    if spec.device == "gpu":
+        def extra(batch):
+            return {"iobinding": iobinding_call(spec, batch)[0],
+                    "iobinding+cudagraph": iobinding_call(spec, batch, cuda_graph=True)[0]}
+    return Runtime(lambda batch: session.run(None, {input_name: batch})[0], extra)
 
 
-def _open_reference(spec: RuntimeSpec) -> Infer:
+def _open_reference(spec: RuntimeSpec) -> Runtime:
     """onnx's own Python evaluator: slow, but it shares no code with ONNX Runtime or Paddle."""
     import onnx
     from onnx.reference import ReferenceEvaluator
@@ -167,63 +221,18 @@ def _open_reference(spec: RuntimeSpec) -> Infer:
     model = onnx.load(spec.model_path)
     evaluator = ReferenceEvaluator(model)
     input_name = model.graph.input[0].name
-    return lambda batch: evaluator.run(None, {input_name: batch})[0]
+    return Runtime(lambda batch: evaluator.run(None, {input_name: batch})[0])
 
 
 _OPENERS = {"paddle-inference": _open_paddle, "onnxruntime": _open_onnxruntime, "onnx-reference": _open_reference}
-BUILT_IN_KINDS = tuple(_OPENERS)
 
 
-def open_runtime(spec: RuntimeSpec) -> Infer:
-    """A built-in kind, or "package.module:function" for a runtime of one's own (e.g. OpenVINO)."""
+def open_runtime(spec: RuntimeSpec) -> Runtime:
+    """A built-in kind, or "package.module:function" for a runtime of one's own: a function of the
+    spec that returns a `Runtime` or just the infer callable."""
     if ":" in spec.kind:
         import importlib
         module, _, function = spec.kind.partition(":")
-        return getattr(importlib.import_module(module), function)(spec)
+        opened = getattr(importlib.import_module(module), function)(spec)
+        return opened if isinstance(opened, Runtime) else Runtime(opened)
     return _OPENERS[spec.kind](spec)
-
-
-@dataclass
-class JobResult:
-    outputs: list[np.ndarray]
-    timings: list[dict] = field(default_factory=list)
-
-
-def run_job(spec: RuntimeSpec, batches: list[np.ndarray], bench_plan=None) -> JobResult:
-    """Child-process entry point: outputs for `batches`, then timings if a bench plan is given."""
-    infer = open_runtime(spec)
-    result = JobResult([np.asarray(infer(b)) for b in batches])
-    if bench_plan is not None:
-        from .bench import benchmark
-        result.timings = benchmark(spec, infer, bench_plan)
-    return result
-
-
-class AllConfigsFailed(RuntimeError):
-    def __init__(self, attempts: list[dict]):
-        self.attempts = attempts
-        super().__init__("Paddle Inference failed in every configuration: "
-                         + "; ".join(f"{a['config']}: {a['error']}" for a in attempts))
-
-
-@dataclass
-class PaddleRun:
-    result: JobResult
-    record: dict      # the runtime label, the configuration that ran, the ones that failed before it
-
-
-def run_paddle_inference(paddle_dir: str, batches: list[np.ndarray], device: str = "cpu", bench_plan=None,
-                         threads: int = 0) -> PaddleRun:
-    """Paddle Inference in a child process per configuration, best first, until one survives."""
-    from . import isolate
-
-    attempts = []
-    for config in paddle_configs(device, tensorrt=device == "gpu" and paddle_has_tensorrt()):
-        spec = RuntimeSpec("paddle-inference", paddle_dir, device=device, threads=threads, paddle_config=config)
-        try:
-            result = isolate.call_isolated(run_job, spec, batches, bench_plan, what=spec.label)
-        except (isolate.ChildCrashed, isolate.ChildFailed) as err:
-            attempts.append({"config": config.name, "error": str(err)})
-            continue
-        return PaddleRun(result, {"runtime": spec.label, "config": config.name, "failed_configs": attempts})
-    raise AllConfigsFailed(attempts)

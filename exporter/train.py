@@ -1,11 +1,13 @@
 """`cnnexport train`: train a zoo model on CIFAR-format data with its seed notebook's recipe.
 
-Every family has the recipe of the notebook it comes from (`RECIPES`): optimizer, learning-rate
-schedule, epochs, batch size and augmentations, with label-smoothing cross-entropy (0.1) for all.
-Two families also anneal a knob that is not a weight (`DeepTraining`): VanillaNet's leaky-ReLU
-slope `act_learn` (0 -> 1) and AlexNet-DY's routing temperature (30 -> 1). Neither is in the state
-dict, and a model rebuilt from a weights file has both at 1, so `best_model.pdparams` is only
-chosen among epochs that ran at 1.
+Every family declares the recipe of the notebook it comes from in its own module (a
+`models.training.Recipe`: optimizer, learning-rate schedule, epochs, batch size, augmentations,
+knob schedules); this module turns it into Paddle objects and runs it, with label-smoothing
+cross-entropy (0.1) for all. A knob schedule anneals a value that is not a weight (VanillaNet's
+leaky-ReLU slope `act_learn` 0 -> 1, AlexNet-DY's routing temperature 30 -> 1) on every layer
+that has that knob (`models.training.set_knob`). No knob is in the state dict, and a model rebuilt
+from a weights file has every knob at 1, so `best_model.pdparams` is only chosen among epochs that
+ran at 1.
 
 A run directory holds `best_model.pdparams` / `final_model.pdparams` (plain state dicts),
 `last_checkpoint.pdckpt` (weights, optimizer and LR-scheduler state, epoch, best accuracy: what
@@ -26,11 +28,9 @@ import random
 import sys
 import time
 import warnings
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import paddle
@@ -39,13 +39,15 @@ import paddle.vision.transforms as T
 from tqdm import tqdm
 
 import models
-from models.dynamic_conv import set_temperature
+from models.registry import MAX_CLASSES, MAX_INPUT_SIZE
+from models.training import (DEPLOY_VALUE, KnobSchedule, LRSchedule, Recipe, Transform, eval_transforms, knob_layers,
+                             set_knob)
 from models.weights import WeightsError, check_fit, restricted_load, short_repr, state_dict_arrays
 
 from .artifact import atomic_write, writable_directory, write_json
 from .cifar import CifarData, CifarDataset, read_cifar_tarball
+from .device import resolve_device
 from .errors import BadInput
-from .export import MAX_CLASSES, MAX_IMG_SIZE
 
 # Paddle's BatchNorm warns on every training forward that it tracks running statistics; it
 # would land in the middle of the progress bar and says nothing about this run.
@@ -57,9 +59,9 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 # How progress is shown: a tqdm bar (a terminal), one plain line per epoch (a log), or nothing.
 PROGRESS_MODES = ("bar", "lines", "off")
-# The largest values a run can mean; larger ones are refused before any work (export bounds the
-# image size and the classes the same way).
-ARGUMENT_LIMITS = {"epochs": 100_000, "batch_size": 65_536, "img_size": MAX_IMG_SIZE, "num_classes": MAX_CLASSES}
+# The largest values a run can mean; larger ones are refused before any work (the input size and
+# the classes are the zoo's limits, as for export).
+ARGUMENT_LIMITS = {"epochs": 100_000, "batch_size": 65_536, "img_size": MAX_INPUT_SIZE, "num_classes": MAX_CLASSES}
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -73,48 +75,15 @@ def label_smoothing_cross_entropy(logits, labels):
     return F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
 
 
-# ----------------------------------------------------------------------------- augmentations
+# ----------------------------------------------------------------------------- recipe to Paddle objects
 
-Transform = tuple[str, dict]  # a paddle.vision.transforms class name and its keyword arguments
-
-JITTER: Transform = ("ColorJitter", {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2})
-FLIP: Transform = ("RandomHorizontalFlip", {"prob": 0.5})
-ROTATE: Transform = ("RandomRotation", {"degrees": 20})
-
-
-def _scaled(size: int, notebook_value: float, notebook_size: int) -> int:
-    """A notebook pixel count at its input size, carried over to `size`."""
-    return max(1, round(size * notebook_value / notebook_size))
-
-
-def _vanillanet_augment(s: int) -> list[Transform]:
-    return [("RandomResizedCrop", {"size": s, "scale": (0.6, 1.0)}), JITTER, FLIP, ROTATE]
-
-
-def _moganet_augment(s: int) -> list[Transform]:
-    return [("RandomResizedCrop", {"size": s}), JITTER, FLIP, ROTATE]
-
-
-def _softpool_augment(s: int) -> list[Transform]:
-    resized = _scaled(s, 230, 224)
-    return [("Resize", {"size": (resized, resized)}), JITTER,
-            ("RandomResizedCrop", {"size": s, "scale": (0.6, 1.0)}), FLIP, ROTATE]
-
-
-def _dynamic_conv_augment(s: int) -> list[Transform]:
-    resized = _scaled(s, 130, 128)
-    return [("Resize", {"size": (resized, resized)}), ("RandomResizedCrop", {"size": s}), FLIP]
-
-
-def _orthonet_augment(s: int) -> list[Transform]:
-    # The notebook crops 32 px CIFAR images at 32 px; the resize makes that hold at any size
-    # (it returns a 32 px image unchanged).
-    return [("Resize", {"size": (s, s)}), ("RandomCrop", {"size": s, "padding": _scaled(s, 4, 32)}),
-            JITTER, FLIP, ROTATE]
-
-
-def eval_transforms(s: int) -> list[Transform]:
-    return [("Resize", {"size": (s, s)})]
+def recipe_for(info: models.ModelInfo) -> Recipe:
+    """The model's family's recipe; a family may declare none, and then its models cannot be trained."""
+    recipe = models.family_info(info.family).recipe
+    if recipe is None:
+        raise BadInput(f"model {info.name!r} has no training recipe: its family {info.family!r} declares none "
+                       "(give its register_family a recipe=), so it cannot be trained; pick another model")
+    return recipe
 
 
 def build_transform(spec: list[Transform]) -> T.Compose:
@@ -125,170 +94,9 @@ def describe_transforms(spec: list[Transform]) -> list[str]:
     return [f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})" for name, kwargs in spec]
 
 
-# ----------------------------------------------------------------------------- LR schedules
-
-@dataclass(frozen=True)
-class CosinePerIteration:
-    """CosineAnnealingDecay stepped after every batch over the whole run (T_max = steps/epoch * epochs)."""
-
-    per_iteration = True
-
-    def build(self, lr: float, steps_per_epoch: int, epochs: int):
-        return paddle.optimizer.lr.CosineAnnealingDecay(lr, T_max=steps_per_epoch * epochs)
-
-    def describe(self, steps_per_epoch: int, epochs: int) -> dict:
-        return {"name": "CosineAnnealingDecay", "T_max": steps_per_epoch * epochs, "stepped": "per iteration"}
-
-
-@dataclass(frozen=True)
-class MultiStepPerEpoch:
-    """MultiStepDecay (x0.1 at each milestone) stepped after every epoch."""
-
-    milestones: tuple[int, ...] = (30, 60, 90)
-    per_iteration = False
-
-    def build(self, lr: float, steps_per_epoch: int, epochs: int):
-        return paddle.optimizer.lr.MultiStepDecay(lr, milestones=list(self.milestones))
-
-    def describe(self, steps_per_epoch: int, epochs: int) -> dict:
-        return {"name": "MultiStepDecay", "milestones": list(self.milestones), "gamma": 0.1, "stepped": "per epoch"}
-
-
-# ----------------------------------------------------------------------------- deep-training knobs
-
-@dataclass(frozen=True)
-class DeepTraining(ABC):
-    """A per-epoch value of a knob outside the state dict; the deploy value is 1."""
-
-    knob: str
-    start: float
-    end_epoch: int  # the first epoch (0-based) that runs at 1
-
-    @abstractmethod
-    def value(self, epoch: int) -> float: ...
-
-    @abstractmethod
-    def apply(self, model, epoch: int) -> None: ...
-
-    def deploy_ready(self, epoch: int) -> bool:
-        return self.value(epoch) == 1
-
-    def model_kwargs(self) -> dict:
-        return {}
-
-    def describe(self) -> dict:
-        first_at_1 = next(e for e in range(self.end_epoch + 1) if self.value(e) == 1)
-        return {"knob": self.knob, "start": self.start, "reaches_1_at_epoch": first_at_1 + 1}
-
-
-@dataclass(frozen=True)
-class ActLearnSchedule(DeepTraining):
-    """VanillaNet: act_learn = epoch / decay_epochs, then 1 (notebook: 20 of 50 epochs)."""
-
-    knob: str = "act_learn"
-    start: float = 0.0
-    end_epoch: int = 20
-
-    @classmethod
-    def for_run(cls, info: models.ModelInfo, epochs: int) -> ActLearnSchedule:
-        # The last epoch must run at 1 or the final model cannot be fused: compress short runs.
-        return cls(end_epoch=min(20, epochs - 1))
-
-    def value(self, epoch: int) -> float:
-        return 1.0 if epoch >= self.end_epoch else epoch / self.end_epoch
-
-    def apply(self, model, epoch: int) -> None:
-        model.change_act(self.value(epoch))
-
-
-@dataclass(frozen=True)
-class TemperatureSchedule(DeepTraining):
-    """Dynamic convolution: temperature = max(30 - step * epoch, 1).
-
-    The notebook's step is 30 // 10 = 3 (1 from epoch 10 on); step = ceil(29 / end_epoch) is
-    that same 3 for end_epoch 10 and reaches 1 by `end_epoch` when a short run compresses it.
-    """
-
-    knob: str = "temperature"
-    start: float = 30.0
-    end_epoch: int = 10
-
-    @classmethod
-    def for_run(cls, info: models.ModelInfo, epochs: int) -> DeepTraining:
-        if "temperature" not in inspect.signature(info.constructor).parameters:
-            return NO_DEEP_TRAINING  # AlexNet-BN, the notebook's baseline, has no routing
-        end_epoch = min(10, epochs - 1)
-        return cls(start=30.0 if end_epoch else 1.0, end_epoch=end_epoch)
-
-    @property
-    def step(self) -> int:
-        return math.ceil((self.start - 1) / self.end_epoch) if self.end_epoch else 0
-
-    def value(self, epoch: int) -> float:
-        return max(self.start - self.step * epoch, 1.0)
-
-    def apply(self, model, epoch: int) -> None:
-        set_temperature(model, self.value(epoch))
-
-    def model_kwargs(self) -> dict:
-        return {"temperature": self.start}
-
-    def describe(self) -> dict:
-        return {**super().describe(), "step_per_epoch": self.step}
-
-
-@dataclass(frozen=True)
-class _NoDeepTraining(DeepTraining):
-    knob: str = ""
-    start: float = 1.0
-    end_epoch: int = 0
-
-    def value(self, epoch: int) -> float:
-        return 1.0
-
-    def apply(self, model, epoch: int) -> None:
-        pass
-
-    def describe(self) -> dict:
-        return {}
-
-
-NO_DEEP_TRAINING = _NoDeepTraining()
-
-
-def _no_deep_training(info: models.ModelInfo, epochs: int) -> DeepTraining:
-    return NO_DEEP_TRAINING
-
-
-# ----------------------------------------------------------------------------- the recipes
-
-@dataclass(frozen=True)
-class Recipe:
-    """One family's training settings, from its seed notebook; epochs, batch size and lr are overridable."""
-
-    optimizer: str  # a paddle.optimizer class
-    lr: float
-    weight_decay: float
-    lr_schedule: CosinePerIteration | MultiStepPerEpoch
-    epochs: int
-    batch_size: int
-    augment: Callable[[int], list[Transform]]
-    deep_training: Callable[[models.ModelInfo, int], DeepTraining] = _no_deep_training
-    optimizer_kwargs: dict = field(default_factory=dict)
-
-
-_ADAM = dict(optimizer="Adam", lr=1e-3, weight_decay=1e-5, lr_schedule=CosinePerIteration(), batch_size=128)
-
-RECIPES: dict[str, Recipe] = {
-    "moganet": Recipe(**_ADAM, epochs=100, augment=_moganet_augment),
-    "vanillanet": Recipe(**_ADAM, epochs=50, augment=_vanillanet_augment, deep_training=ActLearnSchedule.for_run),
-    "softpool": Recipe(**_ADAM, epochs=50, augment=_softpool_augment),
-    "dynamic_conv": Recipe(optimizer="SGD", lr=0.1, weight_decay=1e-5, lr_schedule=MultiStepPerEpoch(),
-                           epochs=100, batch_size=512, augment=_dynamic_conv_augment,
-                           deep_training=TemperatureSchedule.for_run),
-    "orthonet": Recipe(optimizer="Momentum", lr=0.1, weight_decay=5e-4, lr_schedule=MultiStepPerEpoch(),
-                       epochs=100, batch_size=256, augment=_orthonet_augment, optimizer_kwargs={"momentum": 0.9}),
-}
+def build_lr_scheduler(schedule: LRSchedule, lr: float, steps_per_epoch: int, epochs: int):
+    name, kwargs = schedule.paddle_scheduler(steps_per_epoch, epochs)
+    return getattr(paddle.optimizer.lr, name)(learning_rate=lr, **kwargs)
 
 
 # ----------------------------------------------------------------------------- run arguments and resume
@@ -391,21 +199,6 @@ def _new_run_dir(model: str, out: str | None) -> Path:
 
 
 # ----------------------------------------------------------------------------- devices and ranks
-
-def select_device(device: str) -> str:
-    """'cpu' or 'gpu' ('auto': gpu where this Paddle build has CUDA and sees a device)."""
-    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if device == "auto":
-        device = "gpu" if has_gpu else "cpu"
-    if device not in ("cpu", "gpu"):
-        raise BadInput(f"--device must be cpu, gpu or auto, got {device!r}")
-    if device == "gpu" and not has_gpu:
-        raise BadInput("--device gpu: this Paddle build has no CUDA support or sees no GPU "
-                       "(install paddlepaddle-gpu, or pass --device cpu)")
-    # Under paddle.distributed.launch, "gpu" is this rank's card (FLAGS_selected_gpus).
-    paddle.set_device(device)
-    return device
-
 
 def wrap_for_world(model, world_size: int):
     """DataParallel across ranks when launched on several devices; the plain model otherwise."""
@@ -522,26 +315,28 @@ def plot_curves(history: list[dict], run_dir: Path) -> None:
 # ----------------------------------------------------------------------------- training
 
 class _Trainer:
-    def __init__(self, args: RunArguments, data: CifarData, run_dir: Path, device: str, progress: str):
+    def __init__(self, args: RunArguments, recipe: Recipe, data: CifarData, run_dir: Path, device: str,
+                 progress: str):
         info = models.model_info(args.model)
-        self.args, self.data, self.info, self.run_dir, self.device = args, data, info, run_dir, device
-        self.recipe = RECIPES[info.family]
+        self.args, self.recipe, self.data, self.info = args, recipe, data, info
+        self.run_dir, self.device = run_dir, device
         self.world_size = paddle.distributed.get_world_size()
         self.is_writer = paddle.distributed.get_rank() == 0
         self.progress = progress if self.is_writer else "off"
-        self.deep = self.recipe.deep_training(info, args.epochs)
-        self.model_kwargs = self.deep.model_kwargs()
 
         seed_everything(args.seed)
         self.net = models.create(args.model, num_classes=args.num_classes, img_size=args.img_size,
-                                 seed_compat=args.seed_compat, **self.model_kwargs)
+                                 seed_compat=args.seed_compat)
         self.model = wrap_for_world(self.net, self.world_size)
+        # The recipe's knob schedules that this model has layers for (AlexNet-BN: no router, no temperature).
+        self.knobs: list[KnobSchedule] = [schedule.for_run(args.epochs) for schedule in self.recipe.knobs
+                                          if knob_layers(self.net, schedule.knob)]
 
         self.train_spec = self.recipe.augment(args.img_size)
         self.test_spec = eval_transforms(args.img_size)
         self._build_loaders(data, info, device)
         self.steps_per_epoch = len(self.train_loader)
-        self.scheduler = self.recipe.lr_schedule.build(args.lr, self.steps_per_epoch, args.epochs)
+        self.scheduler = build_lr_scheduler(self.recipe.lr_schedule, args.lr, self.steps_per_epoch, args.epochs)
         self.optimizer = getattr(paddle.optimizer, self.recipe.optimizer)(
             learning_rate=self.scheduler, parameters=self.model.parameters(),
             weight_decay=self.recipe.weight_decay, **self.recipe.optimizer_kwargs)
@@ -573,13 +368,12 @@ class _Trainer:
                           "img_size": a.img_size, "num_classes": a.num_classes, "seed": a.seed,
                           "seed_compat": a.seed_compat},
             "family": self.info.family,
-            "model_kwargs": self.model_kwargs,
             "data": {"path": str(data_path.resolve()), "train_images": len(self.data.train_labels),
                      "val_images": len(self.data.test_labels), "label_names": list(self.data.label_names)},
             "loss": {"name": "label-smoothing cross-entropy", "smoothing": LABEL_SMOOTHING},
             "optimizer": {"name": r.optimizer, "lr": a.lr, "weight_decay": r.weight_decay, **r.optimizer_kwargs},
             "lr_schedule": r.lr_schedule.describe(self.steps_per_epoch, a.epochs),
-            "deep_training": self.deep.describe(),
+            "deep_training": [schedule.describe() for schedule in self.knobs],
             "batch_size": {"global": a.batch_size, "per_device": self.batch, "world_size": self.world_size,
                            "steps_per_epoch": self.steps_per_epoch},
             "train_transforms": describe_transforms(self.train_spec),
@@ -621,17 +415,21 @@ class _Trainer:
             epoch_seed = _epoch_seed(self.args.seed, epoch)
             seed_everything(epoch_seed)
             self.sampler.set_epoch(epoch_seed)
-            self.deep.apply(self.net, epoch)
+            knobs = self.knob_values(epoch)
+            for knob, value in knobs.items():
+                set_knob(self.net, knob, value)
             lr = self.optimizer.get_lr()
             started = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch)
             val_loss, val_acc = self.evaluate()
             if not self.recipe.lr_schedule.per_iteration:
                 self.scheduler.step()
-            knob = {self.deep.knob: self.deep.value(epoch)} if self.deep.knob else {}
             record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                      "val_acc": val_acc, "lr": lr, **knob, "seconds": round(time.perf_counter() - started, 3)}
+                      "val_acc": val_acc, "lr": lr, **knobs, "seconds": round(time.perf_counter() - started, 3)}
             self.end_epoch(epoch, record)
+
+    def knob_values(self, epoch: int) -> dict[str, float]:
+        return {schedule.knob: schedule.value(epoch) for schedule in self.knobs}
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         self.model.train()
@@ -674,13 +472,15 @@ class _Trainer:
     def end_epoch(self, epoch: int, record: dict) -> None:
         self.epochs_done = epoch + 1
         self.history.append(record)
-        is_best = self.deep.deploy_ready(epoch) and (self.best_val_acc is None or record["val_acc"] > self.best_val_acc)
+        knobs = self.knob_values(epoch)
+        deploy_ready = all(value == DEPLOY_VALUE for value in knobs.values())
+        is_best = deploy_ready and (self.best_val_acc is None or record["val_acc"] > self.best_val_acc)
         if is_best:
             self.best_val_acc, self.best_epoch = record["val_acc"], epoch + 1
         self.report(f"epoch {epoch + 1}/{self.args.epochs}: train loss {record['train_loss']:.4f} "
                     f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}"
                     f" | lr {record['lr']:.3g}"
-                    + (f" | {self.deep.knob} {self.deep.value(epoch):g}" if self.deep.knob else "")
+                    + "".join(f" | {knob} {value:g}" for knob, value in knobs.items())
                     + (" | best" if is_best else ""))
         if not self.is_writer:
             return
@@ -709,6 +509,7 @@ def run_training(model: str, data: str, *, epochs: int | None = None, batch_size
     if progress not in PROGRESS_MODES:
         raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {progress!r}")
     info = models.model_info(model)
+    recipe = recipe_for(info)
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "img_size": img_size,
              "num_classes": num_classes, "seed": seed, "seed_compat": seed_compat}
     problem = argument_problem(given)
@@ -725,16 +526,18 @@ def run_training(model: str, data: str, *, epochs: int | None = None, batch_size
         state = read_checkpoint(checkpoint_path)
     else:
         run_dir = _new_run_dir(model, out)
-    device = select_device(device)
+    device = resolve_device(device, ("paddle",))
+    # Under paddle.distributed.launch, "gpu" is this rank's card (FLAGS_selected_gpus).
+    paddle.set_device(device)
     dataset = read_cifar_tarball(data)
-    args = RunArguments.resolve(info, RECIPES[info.family], dataset, given)
+    args = RunArguments.resolve(info, recipe, dataset, given)
     if state is not None and state["epochs_done"] >= args.epochs:
         raise BadInput(f"--resume {run_dir}: the run already finished its {args.epochs} epochs")
 
     # Parameter and optimizer-accumulator names come from a process-wide counter; a fresh
     # namespace makes them the same in a resumed run, which the optimizer state is keyed by.
     with paddle.utils.unique_name.guard():
-        trainer = _Trainer(args, dataset, run_dir, device, progress)
+        trainer = _Trainer(args, recipe, dataset, run_dir, device, progress)
         if state is not None:
             trainer.restore(state, _read_history(run_dir))
         elif trainer.is_writer:

@@ -11,10 +11,15 @@ import warnings
 os.environ.setdefault("GLOG_minloglevel", "2")
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
-from . import dynamic_conv, moganet, orthonet, softpool, vanillanet  # noqa: E402,F401  (registration)
-from .registry import (InputSizeError, ModelInfo, UnknownModelError, create, list_models,  # noqa: E402
-                       model_info)
+# The families: importing a family's module registers it and its models (models/registry.py).
+from . import dynamic_conv  # noqa: E402,F401
+from . import moganet  # noqa: E402,F401
+from . import orthonet  # noqa: E402,F401
+from . import softpool  # noqa: E402,F401
+from . import vanillanet  # noqa: E402,F401
+from .registry import (FamilyInfo, InputSizeError, ModelInfo, UnknownModelError, create,  # noqa: E402
+                       family_info, list_families, list_models, model_info)
 from .weights import WeightsError, load_weights, read_state_dict, save_weights  # noqa: E402
 
-__all__ = ["create", "list_models", "model_info", "load_weights", "save_weights", "read_state_dict",
-           "ModelInfo", "InputSizeError", "UnknownModelError", "WeightsError"]
+__all__ = ["create", "list_models", "model_info", "list_families", "family_info", "load_weights", "save_weights",
+           "read_state_dict", "ModelInfo", "FamilyInfo", "InputSizeError", "UnknownModelError", "WeightsError"]

@@ -1,8 +1,9 @@
 """Dynamic convolution (Chen et al., CVPR 2020), as in seed 001: AlexNet-DY and its AlexNet-BN baseline.
 
 A DYConv2D holds K expert kernels; a squeeze-and-excite style router turns each input into K
-softmax weights (with a temperature, annealed from 30 to 1 during training) and the sample is
-convolved with the weighted sum of the experts.
+softmax weights (with a temperature, annealed from 30 to 1 during training: the router's
+`temperature` training knob, see models.training) and the sample is convolved with the weighted
+sum of the experts.
 """
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from paddle import nn
 
 from .alexnet import AlexNet
 from .fusion import bn_affine, set_param
-from .registry import HALF_MEAN, HALF_STD, register_model
+from .registry import HALF_MEAN, HALF_STD, register_family, register_model
+from .training import FLIP, MultiStepPerEpoch, Recipe, SteppedDecay, Transform, scaled
 
 
 class RoutingAttention(nn.Layer):
     """Per-sample softmax weights over the experts, from the globally pooled input."""
+
+    training_knob = "temperature"
 
     def __init__(self, inplanes: int, num_experts: int, ratio: int = 4, temperature: float = 30,
                  end_epochs: int = 10):
@@ -34,9 +38,8 @@ class RoutingAttention(nn.Layer):
             self.temperature = max(self.temperature - self.step, 1)
         return self.temperature
 
-    def set_temperature(self, temperature: float = 1) -> float:
+    def set_training_knob(self, temperature: float) -> None:
         self.temperature = temperature
-        return self.temperature
 
     def forward(self, x):
         logits = paddle.flatten(self.net(self.avgpool(x)), 1)
@@ -117,19 +120,19 @@ class DYConv2D(nn.Layer):
         return int(conv + x.shape[0] * self.num_experts * per_sample_kernel)
 
 
-def set_temperature(model: nn.Layer, temperature: float) -> None:
-    for layer in model.sublayers():
-        if isinstance(layer, RoutingAttention):
-            layer.set_temperature(temperature)
+def _augment(s: int) -> list[Transform]:
+    resized = scaled(s, 130, 128)
+    return [("Resize", {"size": (resized, resized)}), ("RandomResizedCrop", {"size": s}), FLIP]
 
 
-def update_temperature(model: nn.Layer) -> float | None:
-    """One step of the notebook's per-epoch annealing on every router; returns the new value."""
-    value = None
-    for layer in model.sublayers():
-        if isinstance(layer, RoutingAttention):
-            value = layer.update_temperature()
-    return value
+register_family(
+    "dynamic_conv", representative="alexnet_dy", small_input_size=64,
+    # Seed 001. The routing temperature drops from 30 by 3 per epoch to 1 at epoch 10
+    # (`RoutingAttention.update_temperature`); AlexNet-BN has no router, so the schedule skips it.
+    recipe=Recipe(optimizer="SGD", lr=0.1, weight_decay=1e-5, lr_schedule=MultiStepPerEpoch((30, 60, 90)),
+                  epochs=100, batch_size=512, augment=_augment,
+                  knobs=(SteppedDecay("temperature", start=30.0, end_epoch=10),)),
+)
 
 
 @register_model("dynamic_conv", 128, params=8_324_368, macs=98_480_384, mean=HALF_MEAN, std=HALF_STD)
@@ -147,7 +150,8 @@ def alexnet_dy(num_classes, img_size, seed_compat, temperature: float = 1.0, num
     return AlexNet(num_classes, img_size, batch_norm=True, pool=lambda: nn.MaxPool2D(3, 2), late_conv=dy)
 
 
-@register_model("dynamic_conv", 128, params=7_526_794, macs=96_909_312, mean=HALF_MEAN, std=HALF_STD)
+@register_model("dynamic_conv", 128, params=7_526_794, macs=96_909_312, mean=HALF_MEAN, std=HALF_STD,
+                baseline=True)
 def alexnet_bn(num_classes, img_size, seed_compat):
     """AlexNet with BatchNorm: the dynamic-convolution notebook's baseline."""
     del seed_compat

@@ -7,6 +7,9 @@ values are computed in float64 and rounded once to the layer's dtype. Which fold
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+
 import numpy as np
 import paddle
 from paddle import nn
@@ -152,6 +155,29 @@ def randomize_batchnorms(model: nn.Layer, seed: int = 0) -> int:
     return count
 
 
+def perturb(model: nn.Layer, seed: int = 0) -> nn.Layer:
+    """Make every rewrite matter: random BatchNorm statistics and affines (`randomize_batchnorms`),
+    and layer scales of a trained size (MogaNet starts its `layer_scales` and ElementScale `sigma`
+    at 1e-5, which would hide a wrong fold). Parity tests and benchmarks call this first."""
+    randomize_batchnorms(model, seed)
+    rng = np.random.default_rng(seed + 1)
+    for name, param in model.named_parameters():
+        if "layer_scales" in name or name.endswith("sigma.scale"):
+            param.set_value(rng.uniform(0.01, 0.1, param.shape).astype("float32"))
+    return model
+
+
+@contextlib.contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Layer, Callable]]) -> Iterator[None]:
+    """Forward post-hooks on the given layers for the block, removed however the block ends."""
+    handles = [layer.register_forward_post_hook(hook) for layer, hook in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def count_params(model: nn.Layer) -> int:
     """Parameters as `paddle.summary` counts them: BN running stats included, buffers not."""
     return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
@@ -176,16 +202,14 @@ def macs(model: nn.Layer, img_size: int, in_channels: int = 3) -> int:
         elif isinstance(layer, nn.Linear):
             total += int(np.prod(output.shape)) * layer.weight.shape[0]
 
-    handles = [m.register_forward_post_hook(hook) for m in model.sublayers(include_self=True)
+    counted = [(m, hook) for m in model.sublayers(include_self=True)
                if hasattr(m, "macs") or isinstance(m, (nn.Conv2D, nn.Linear))]
     was_training = model.training
     model.eval()
     try:
-        with paddle.no_grad():
+        with forward_hooks(counted), paddle.no_grad():
             model(paddle.zeros([1, in_channels, img_size, img_size]))
     finally:
-        for h in handles:
-            h.remove()
         if was_training:
             model.train()
     return total

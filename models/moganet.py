@@ -12,7 +12,8 @@ from paddle import nn
 
 from .fusion import (bn_affine, fold_affine_into_linear, fold_affine_into_next_conv, fold_bn_into_conv,
                      scale_conv_output)
-from .registry import check_size, register_model
+from .registry import check_size, register_family, register_model
+from .training import FLIP, JITTER, ROTATE, CosinePerIteration, Recipe, Transform
 
 
 class DropPath(nn.Layer):
@@ -290,6 +291,17 @@ class MogaNet(nn.Layer):
             if isinstance(getattr(self, f"norm{i}"), nn.BatchNorm2D):
                 log.kept(f"norm{i}", f"feeds patch_embed{i + 1}.proj, a padded 3x3 conv: its zero padding "
                                      "is not normalised, so folding would change the borders")
+
+
+def _augment(s: int) -> list[Transform]:
+    return [("RandomResizedCrop", {"size": s}), JITTER, FLIP, ROTATE]
+
+
+register_family(
+    "moganet", representative="moganet_xtiny", small_input_size=32,  # seed 000
+    recipe=Recipe(optimizer="Adam", lr=1e-3, weight_decay=1e-5, lr_schedule=CosinePerIteration(), epochs=100,
+                  batch_size=128, augment=_augment),
+)
 
 
 def _moganet(arch, *, num_classes, img_size, seed_compat, **kwargs):

@@ -20,7 +20,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .fusion import fold_bn_into_conv
-from .registry import HALF_MEAN, HALF_STD, check_size, register_model
+from .registry import HALF_MEAN, HALF_STD, check_size, register_family, register_model
+from .training import FLIP, JITTER, ROTATE, MultiStepPerEpoch, Recipe, Transform, scaled
 
 
 def orthonormal_filters(channels: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -158,10 +159,23 @@ class CifarResNet(nn.Layer):
             log.folded("bn1", into="conv1")
 
 
+def _augment(s: int) -> list[Transform]:
+    # The notebook crops 32 px CIFAR images at 32 px; the resize makes that hold at any size
+    # (it returns a 32 px image unchanged).
+    return [("Resize", {"size": (s, s)}), ("RandomCrop", {"size": s, "padding": scaled(s, 4, 32)}),
+            JITTER, FLIP, ROTATE]
+
+
+register_family(
+    "orthonet", representative="orthonet18", small_input_size=8,  # seed 002
+    recipe=Recipe(optimizer="Momentum", lr=0.1, weight_decay=5e-4, lr_schedule=MultiStepPerEpoch((30, 60, 90)),
+                  epochs=100, batch_size=256, augment=_augment, optimizer_kwargs={"momentum": 0.9}),
+)
+
 _CIFAR = dict(mean=HALF_MEAN, std=HALF_STD)
 
 
-@register_model("orthonet", 32, params=11_183_562, macs=555_422_720, **_CIFAR)
+@register_model("orthonet", 32, params=11_183_562, macs=555_422_720, baseline=True, **_CIFAR)
 def resnet18_cifar(num_classes, img_size, seed_compat):
     """ResNet-18 for CIFAR (3x3 stem, no max-pool): the OrthoNet notebook's baseline."""
     del seed_compat

@@ -9,7 +9,8 @@ import paddle
 from paddle import nn
 
 from .alexnet import AlexNet
-from .registry import register_model
+from .registry import register_family, register_model
+from .training import FLIP, JITTER, ROTATE, CosinePerIteration, Recipe, Transform, scaled
 
 
 class SoftPool2D(nn.Layer):
@@ -51,6 +52,19 @@ class SoftPool2D(nn.Layer):
         return (values * weights).sum(axis=0) / weights.sum(axis=0)
 
 
+def _augment(s: int) -> list[Transform]:
+    resized = scaled(s, 230, 224)
+    return [("Resize", {"size": (resized, resized)}), JITTER,
+            ("RandomResizedCrop", {"size": s, "scale": (0.6, 1.0)}), FLIP, ROTATE]
+
+
+register_family(
+    "softpool", representative="alexnet_softpool", small_input_size=64,  # seed 003
+    recipe=Recipe(optimizer="Adam", lr=1e-3, weight_decay=1e-5, lr_schedule=CosinePerIteration(), epochs=50,
+                  batch_size=128, augment=_augment),
+)
+
+
 def _pooled_alexnet(num_classes, img_size, pool):
     return AlexNet(num_classes, img_size, batch_norm=False, pool=pool)
 
@@ -64,7 +78,7 @@ def alexnet_softpool(num_classes, img_size, seed_compat):
     return _pooled_alexnet(num_classes, img_size, lambda: SoftPool2D(3, 2, shared_weights=seed_compat))
 
 
-@register_model("softpool", 224, params=14_601_930, macs=311_098_368)
+@register_model("softpool", 224, params=14_601_930, macs=311_098_368, baseline=True)
 def alexnet(num_classes, img_size, seed_compat):
     """AlexNet without BatchNorm: the SoftPool notebook's baseline."""
     del seed_compat

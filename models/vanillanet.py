@@ -18,7 +18,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .fusion import FuseError, fold_bn_into_conv, merge_into_pointwise
-from .registry import check_size, register_model
+from .registry import check_size, register_family, register_model
+from .training import FLIP, JITTER, ROTATE, CosinePerIteration, LinearRamp, Recipe, Transform, set_knob
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
 _zeros = nn.initializer.Constant(0.0)
@@ -102,7 +103,18 @@ def _check_deep_training_done(act_learn: float) -> None:
             f"{act_learn}: finish the training schedule or call model.change_act(1.0) first")
 
 
-class Block(nn.Layer):
+class DeepTrainingSlope:
+    """The `act_learn` training knob (see models.training): VanillaNet's own slope acts between its
+    stem convs and its classifier convs, each Block's between the Block's two convs; `set_knob`
+    sets them all."""
+
+    training_knob = "act_learn"
+
+    def set_training_knob(self, value: float) -> None:
+        self.act_learn = value
+
+
+class Block(DeepTrainingSlope, nn.Layer):
     def __init__(self, dim: int, dim_out: int, act_num: int = 3, stride: int = 2,
                  deploy: bool = False, ada_pool: int | None = None):
         super().__init__()
@@ -139,7 +151,7 @@ class Block(nn.Layer):
         log.rewritten("conv", "merged conv1 and conv2 into one 1x1 conv")
 
 
-class VanillaNet(nn.Layer):
+class VanillaNet(DeepTrainingSlope, nn.Layer):
     def __init__(self, in_chans: int = 3, num_classes: int = 1000, dims=(96, 192, 384, 768),
                  drop_rate: float = 0.0, act_num: int = 3, strides=(2, 2, 2, 1), deploy: bool = False,
                  ada_pool=None):
@@ -172,10 +184,8 @@ class VanillaNet(nn.Layer):
             _zeros(m.bias)
 
     def change_act(self, m: float) -> None:
-        """Set the deep-training slope: 0 is a ReLU between the two convs, 1 the identity."""
-        for stage in self.stages:
-            stage.act_learn = m
-        self.act_learn = m
+        """Set the deep-training slope everywhere: 0 is a ReLU between the two convs, 1 the identity."""
+        set_knob(self, "act_learn", m)
 
     def forward(self, x):
         if self.deploy:
@@ -214,6 +224,17 @@ def _vanillanet(widths, strides, *, num_classes, img_size, seed_compat, ada_pool
     dims = [w * mult for w in widths]
     return VanillaNet(dims=dims, strides=strides, num_classes=num_classes, ada_pool=ada_pool, **kwargs)
 
+
+def _augment(s: int) -> list[Transform]:
+    return [("RandomResizedCrop", {"size": s, "scale": (0.6, 1.0)}), JITTER, FLIP, ROTATE]
+
+
+register_family(
+    "vanillanet", representative="vanillanet_5", small_input_size=32,
+    # Seed 004. Deep training: act_learn = epoch / 20 over the first 20 of 50 epochs, then 1.
+    recipe=Recipe(optimizer="Adam", lr=1e-3, weight_decay=1e-5, lr_schedule=CosinePerIteration(), epochs=50,
+                  batch_size=128, augment=_augment, knobs=(LinearRamp("act_learn", start=0.0, end_epoch=20),)),
+)
 
 _DEEP = (128, 128, 256, 512)
 _V13_STRIDES = [1, 2, 2, 1, 1, 1, 1, 1, 1, 2, 1]
@@ -279,7 +300,8 @@ def vanillanet_13_x1_5(**kw):
     return _vanillanet([*_DEEP] + [512] * 6 + [1024, 1024], _V13_STRIDES, mult=6, **kw)
 
 
-@register_model("vanillanet", 224, params=230_066_080, macs=87_549_407_332)
+# Its adaptive pools (to 40, 20, 10 px) must shrink their input: 160 px at least.
+@register_model("vanillanet", 224, params=230_066_080, macs=87_549_407_332, small_input_size=160)
 def vanillanet_13_x1_5_ada_pool(**kw):
     """VanillaNet-13 x1.5 with adaptive max pooling (to 40, 20 and 10 px) in its strided stages."""
     return _vanillanet([*_DEEP] + [512] * 6 + [1024, 1024], _V13_STRIDES, mult=6,

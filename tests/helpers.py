@@ -4,31 +4,20 @@ from __future__ import annotations
 import numpy as np
 
 import models
-from models.fusion import randomize_batchnorms
+from models.fusion import perturb  # noqa: F401  (the tests' name for it)
 
-# The smallest input each family takes (tests are small; benchmarks are big).
-SMALL_SIZE = {"vanillanet": 32, "moganet": 32, "dynamic_conv": 64, "softpool": 64, "orthonet": 8}
+# What the tests take of each family is registry data, declared in the family's module
+# (`register_family`, `register_model`), so a new family needs no line here.
+# A small input each family takes (tests are small; benchmarks are big).
+SMALL_SIZE = {family: models.family_info(family).small_input_size for family in models.list_families()}
 # One small variant per family, for the tests that go through every family.
-FAMILY_VARIANTS = {"vanillanet": "vanillanet_5", "moganet": "moganet_xtiny", "dynamic_conv": "alexnet_dy",
-                   "softpool": "alexnet_softpool", "orthonet": "orthonet18"}
-BASELINES = ["alexnet_bn", "alexnet", "resnet18_cifar"]
+FAMILY_VARIANTS = {family: models.family_info(family).representative for family in models.list_families()}
+# The notebooks' comparison models.
+BASELINES = [name for name in models.list_models() if models.model_info(name).baseline]
 
 
 def small_size(name: str) -> int:
-    if name == "vanillanet_13_x1_5_ada_pool":
-        return 160
-    return SMALL_SIZE[models.model_info(name).family]
-
-
-def perturb(model, seed: int = 0):
-    """Make every rewrite matter: random BN statistics and affines, and layer scales of a trained
-    size (MogaNet starts them at 1e-5, which would hide a wrong fold)."""
-    randomize_batchnorms(model, seed)
-    rng = np.random.default_rng(seed + 1)
-    for name, param in model.named_parameters():
-        if "layer_scales" in name or name.endswith("sigma.scale"):
-            param.set_value(rng.uniform(0.01, 0.1, param.shape).astype("float32"))
-    return model
+    return models.model_info(name).small_input_size
 
 
 def rel_l2(a, b) -> float:

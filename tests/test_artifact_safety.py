@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from exporter import artifact
-from exporter.artifact import describe_files, load_manifest, sweep_leftovers, write_json
+from exporter.artifact import Manifest, describe_files, sweep_leftovers
 from exporter.errors import BadInput
 from tests.helpers import hidden_entries, run_cli
 
@@ -39,9 +39,9 @@ def copy(verified, tmp_path) -> Path:
 
 def _rehash(art: Path, **extra_files) -> None:
     """Re-list the artifact's files in its manifest, as if the export had written them."""
-    manifest = load_manifest(art)
-    manifest["files"] = {**describe_files(art), **extra_files}
-    write_json(art / "manifest.json", manifest)
+    manifest = Manifest.load(art)
+    manifest.files = {**describe_files(art), **extra_files}
+    manifest.write(art)
 
 
 def test_a_verified_artifact_is_replaced_by_a_new_export(copy, capsys):
@@ -68,11 +68,11 @@ def test_a_symbolic_link_in_an_artifact_fails_integrity_and_is_not_followed(copy
 
 
 def test_one_flipped_low_byte_of_a_weight_is_named_though_parity_passes(copy, capsys):
-    manifest = load_manifest(copy)
-    paddle_name = next(p for p, s in manifest["paddle_param_names"].items() if s == "features.4.weight")
+    manifest = Manifest.load(copy)
+    paddle_name = next(p for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
     from exporter.export import build_model
     from exporter.rewrite import fuse
-    fused, _ = fuse(build_model("alexnet_bn", manifest["model"]["kwargs"], None))
+    fused, _ = fuse(build_model("alexnet_bn", manifest.model["kwargs"], None))
     needle = fused.state_dict()["features.4.weight"].numpy().ravel()[200:204].astype("<f4").tobytes()
     params = bytearray((copy / "paddle" / "inference.pdiparams").read_bytes())
     params[params.index(needle)] ^= 0x01  # the lowest mantissa bit of one float: invisible to parity

@@ -10,8 +10,13 @@ import pytest
 
 import models
 from exporter import export as export_module
-from exporter import isolate, runtimes
-from exporter.artifact import integrity_problems, load_manifest
+from exporter import isolate
+from exporter.compare import CPU_FP32
+from exporter.job import run_job
+from exporter.plan import Row, paddle_row
+from exporter.run import run_row
+from exporter.runtimes import RuntimeSpec
+from exporter.artifact import Manifest, integrity_problems
 from exporter.export import build_model, convert_to_onnx, save_paddle
 from models.vanillanet import VanillaNet
 from tests.helpers import FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
@@ -25,10 +30,10 @@ def _trained_weights(tmp_path: Path, name: str, size: int) -> Path:
     return path
 
 
-def _outputs_of(spec: runtimes.RuntimeSpec, batches):
-    if spec.kind == "paddle-inference":
-        return runtimes.run_paddle_inference(spec.model_path, batches).result.outputs
-    return isolate.call_isolated(runtimes.run_job, spec, batches).outputs
+def _outputs_of(row: Row, batches):
+    outcome = run_row(row, {str(i): b for i, b in enumerate(batches)}, None)
+    assert outcome.ran is not None, outcome.failed
+    return list(outcome.outputs.values())
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
@@ -42,18 +47,18 @@ def test_every_family_exports_and_runs_in_both_runtimes(tmp_path, capsys, name, 
     assert code == 0, err
     assert "smoke-parity" in stdout and "written" in stdout
 
-    manifest = load_manifest(out)
+    manifest = Manifest.load(out)
     assert integrity_problems(out, manifest) == {}
-    assert manifest["model"]["fused"] is fused and manifest["input"]["dynamic_batch"]
-    eager = build_model(name, manifest["model"]["kwargs"], str(weights))
+    assert manifest.model["fused"] is fused and manifest.input["dynamic_batch"]
+    eager = build_model(name, manifest.model["kwargs"], str(weights))
     batches = [random_images(1, size, seed=1), random_images(3, size, seed=2)]
     with paddle.no_grad():
         expected = [eager(paddle.to_tensor(b)).numpy() for b in batches]
-    for spec in (runtimes.RuntimeSpec("paddle-inference", str(out / "paddle")),
-                 runtimes.RuntimeSpec("onnxruntime", str(out / "model.onnx"))):
-        for got, want in zip(_outputs_of(spec, batches), expected):
+    for row in (paddle_row(out / "paddle", "cpu", 0, CPU_FP32, timed=False),
+                Row(RuntimeSpec("onnxruntime", str(out / "model.onnx")), CPU_FP32)):
+        for got, want in zip(_outputs_of(row, batches), expected):
             assert got.shape == want.shape
-            assert rel_l2(got, want) <= 1e-5, spec.kind
+            assert rel_l2(got, want) <= 1e-5, row.spec.kind
 
 
 def test_onnx_is_standard_checked_and_self_describing(tmp_path, capsys):
@@ -83,7 +88,7 @@ def test_fused_vanillanet_graph_is_smaller(tmp_path, capsys):
         code, _, err = run_cli(capsys, "vanillanet_5", "--img-size", "32", "--onnx", "--out", str(out),
                                *(["--fuse"] if fused else []))
         assert code == 0, err
-        ops[fused] = load_manifest(out)["onnx"]["ops"]
+        ops[fused] = Manifest.load(out).onnx["ops"]
     assert "BatchNormalization" not in ops[True]
     assert ops[True]["Conv"] < ops[False]["Conv"]
     assert "LeakyRelu" not in ops[False]  # see models.vanillanet.deep_training_act
@@ -95,8 +100,8 @@ def test_static_batch_is_fixed_in_both_formats(tmp_path, capsys):
                                 "--out", str(out))
     assert code == 0, err
     assert "static batch 3" in stdout
-    manifest = load_manifest(out)
-    assert manifest["input"]["shape"][0] == 3 and not manifest["input"]["dynamic_batch"]
+    manifest = Manifest.load(out)
+    assert manifest.input["shape"][0] == 3 and not manifest.input["dynamic_batch"]
     dims = onnx.load(out / "model.onnx").graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_value == 3
 
@@ -113,7 +118,7 @@ def test_json_prints_the_manifest(tmp_path, capsys):
 def test_reexport_replaces_atomically_and_a_crash_leaves_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "arts" / "alexnet_bn"
     assert run_cli(capsys, "alexnet_bn", "--img-size", "64", "--out", str(out))[0] == 0
-    first = load_manifest(out)["created"], (out / "manifest.json").read_bytes()
+    first = Manifest.load(out).created, (out / "manifest.json").read_bytes()
 
     def crash(*args, **kwargs):
         raise RuntimeError("injected crash after the Paddle step")
@@ -156,8 +161,7 @@ def _export_and_compare(model, size: int, tmp_path: Path) -> float:
     x = random_images(3, size)
     with paddle.no_grad():
         ref = model(paddle.to_tensor(x)).numpy()
-    got = isolate.call_isolated(runtimes.run_job, runtimes.RuntimeSpec("onnxruntime", str(tmp_path / "m.onnx")),
-                                [x]).outputs[0]
+    got = isolate.call_isolated(run_job, RuntimeSpec("onnxruntime", str(tmp_path / "m.onnx")), [x]).outputs[0]
     return rel_l2(got, ref)
 
 

@@ -14,12 +14,13 @@ from onnx import TensorProto, numpy_helper
 
 import models
 from exporter import runtimes
-from exporter.artifact import integrity_problems, load_manifest, write_json, describe_files
-from exporter.bench import iobinding_call
-from exporter.compare import GPU_TF32
-from exporter.verify import FP16_TOLERANCE, VerifyOptions, _bundle_arrays, parity_inputs, runtime_rows, verify_artifact
+from exporter.artifact import Manifest, describe_files, integrity_problems
+from exporter.compare import FP16, GPU_TF32
+from exporter.plan import VerifyOptions, verify_plan
+from exporter.reference import parity_inputs, read_bundle
+from exporter.runtimes import iobinding_call
+from exporter.verify import verify_artifact
 from tests.helpers import perturb, without_paddle
-
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,10 @@ def artifact(verified) -> Path:
 
 
 def test_the_reference_bundle_is_written_hashed_and_read_back(artifact):
-    manifest = load_manifest(artifact)
-    assert manifest["files"]["reference.npz"]["size"] == (artifact / "reference.npz").stat().st_size
+    manifest = Manifest.load(artifact)
+    assert manifest.files["reference.npz"]["size"] == (artifact / "reference.npz").stat().st_size
     assert integrity_problems(artifact, manifest) == {}
-    inputs, outputs = _bundle_arrays(artifact / "reference.npz", manifest)
+    inputs, outputs = read_bundle(artifact / "reference.npz", manifest)
     expected_inputs = parity_inputs(manifest)
     assert set(inputs) == set(expected_inputs) == set(outputs)
     for name, batch in expected_inputs.items():
@@ -78,9 +79,9 @@ def test_without_paddle_or_bundle_verify_says_what_to_do(artifact, tmp_path):
     for name in ("model.onnx", "paddle"):
         src = artifact / name
         (bare / name).symlink_to(src, target_is_directory=src.is_dir())
-    manifest = load_manifest(artifact)
-    manifest["files"] = {k: v for k, v in manifest["files"].items() if k != "reference.npz"}
-    write_json(bare / "manifest.json", manifest)
+    manifest = Manifest.load(artifact)
+    manifest.files = {k: v for k, v in manifest.files.items() if k != "reference.npz"}
+    manifest.write(bare)
     proc = subprocess.run([sys.executable, "-m", "exporter.verify", str(bare), "--no-bench"],
                           env=without_paddle(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 2
@@ -109,21 +110,23 @@ def test_a_broken_fp16_model_fails(artifact, tmp_path):
     w[:, 3] = 60000.0  # one class column overflows towards inf: that class wins everywhere, or NaN/Inf
     fc.CopyFrom(numpy_helper.from_array(w, fc.name))
     onnx.save(model, broken / "model.fp16.onnx")
-    manifest = load_manifest(broken)
-    manifest["files"] = describe_files(broken)  # re-hash: a converter bug, not tampering, made this file
-    write_json(broken / "manifest.json", manifest)
+    manifest = Manifest.load(broken)
+    manifest.files = describe_files(broken)  # re-hash: a converter bug, not tampering, made this file
+    manifest.write(broken)
     report = verify_artifact(broken, VerifyOptions(bench=False, reference_evaluator=False), "cpu")
-    row = next(r for r in report["rows"] if r["runtime"] == "onnxruntime/cpu fp16")
-    assert not row["passed"] and not report["passed"]
-    assert next(r for r in report["rows"] if r["runtime"] == "onnxruntime/cpu")["passed"]
+    rows = {r.runtime: r for r in report.rows}
+    assert not rows["onnxruntime/cpu fp16"].passed and not report.passed
+    assert rows["onnxruntime/cpu"].passed
 
 
 def test_gpu_rows_and_tolerances_are_planned_on_any_machine(artifact):
-    inputs = parity_inputs(load_manifest(artifact))
-    rows = {r.spec.label: r for r in runtime_rows(artifact, "gpu", VerifyOptions(), inputs)}
-    assert rows["onnxruntime/gpu [tf32]"].tolerance == GPU_TF32 and rows["onnxruntime/gpu [tf32]"].bench
+    inputs = parity_inputs(Manifest.load(artifact))
+    rows = {r.spec.label: r for r in verify_plan(artifact, "gpu", VerifyOptions(), inputs, eager=True)}
+    assert rows["onnxruntime/gpu [tf32]"].tolerance == GPU_TF32 and rows["onnxruntime/gpu [tf32]"].timed
     assert rows["onnxruntime/gpu [fp32]"].tolerance.rel_l2 == 1e-5  # TF32 off must meet the CPU tolerance
-    assert rows["onnxruntime/gpu fp16"].tolerance == FP16_TOLERANCE
+    assert rows["onnxruntime/gpu fp16"].tolerance == FP16
+    assert [s.config_name for s in rows["paddle-inference/cpu"].attempts] == ["cpu-onednn", "cpu-native",
+                                                                               "cpu-native-no-ir-optim"]
     assert runtimes.ort_providers(rows["onnxruntime/gpu [fp32]"].spec)[0] == (
         "CUDAExecutionProvider", {"use_tf32": "0", "prefer_nhwc": "0", "enable_cuda_graph": "0"})
     assert runtimes.ort_providers(rows["onnxruntime/gpu [tf32]"].spec)[0] == (
@@ -153,7 +156,7 @@ def test_device_resident_timing_path_runs_on_the_cpu_provider(artifact):
     batch = np.random.default_rng(0).standard_normal((2, 3, 16, 16), dtype=np.float32)
     call, output = iobinding_call(spec, batch)
     call()
-    expected = runtimes.open_runtime(spec)(batch)
+    expected = runtimes.open_runtime(spec).infer(batch)
     np.testing.assert_array_equal(output.numpy(), expected)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.artifact import integrity_problems, load_manifest
+from exporter.artifact import Manifest, integrity_problems
 from tests.helpers import REPO, hidden_entries, run_cli, subprocess_env
 
 OLD = ["alexnet_bn", "--img-size", "64", "--onnx"]            # the artifact already there
@@ -36,8 +36,8 @@ def target(old_artifact, tmp_path) -> Path:
 
 
 def _is_finished(path: Path, fused: bool) -> bool:
-    manifest = load_manifest(path)
-    return manifest["model"]["fused"] is fused and integrity_problems(path, manifest) == {}
+    manifest = Manifest.load(path)
+    return manifest.model["fused"] is fused and integrity_problems(path, manifest) == {}
 
 
 # (where the process dies, which call, extra flags for the driver)
@@ -45,8 +45,8 @@ KILL_POINTS = [
     ("exporter.export:save_paddle", 1, ()),
     ("exporter.export:_convert:after", 1, ()),
     ("exporter.export:smoke_parity", 1, ()),
-    ("exporter.export:write_json", 1, ()),                     # the manifest, in staging
-    ("exporter.export:write_json:after", 1, ()),               # staging complete, not yet swapped
+    ("exporter.artifact:write_json", 1, ()),                   # the manifest, in staging
+    ("exporter.artifact:write_json:after", 1, ()),             # staging complete, not yet swapped
     ("exporter.artifact:check_replaceable:after", 1, ()),      # locked, nothing staged yet
     ("exporter.artifact:_exchange", 1, ()),
     ("exporter.artifact:_exchange:after", 1, ()),              # swapped: the old one waits in staging
@@ -157,7 +157,7 @@ def test_two_exports_to_one_out_take_turns(target, tmp_path):
              for args in (NEW, OLD)]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
-    manifest = load_manifest(target)
+    manifest = Manifest.load(target)
     assert integrity_problems(target, manifest) == {}
-    assert manifest in [json.loads(out) for out, _ in results]  # whole: one export's files, never a mix
+    assert manifest.to_dict() in [json.loads(out) for out, _ in results]  # whole: one export's files, never a mix
     assert hidden_entries(target.parent) == [] and list(tmpdir.iterdir()) == []

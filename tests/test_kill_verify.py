@@ -39,15 +39,15 @@ def photo_dir(tmp_path_factory) -> Path:
 # (where verify dies, which call, which artifact, whether it is given new photographs)
 KILL_POINTS = [
     ("exporter.verify:integrity_problems", 1, "fresh", False),
-    ("exporter.verify:eager_outputs:after", 1, "fresh", False),
+    ("exporter.reference:eager_outputs:after", 1, "fresh", False),
     ("exporter.artifact:os.replace", 1, "fresh", False),        # the bundle written, not yet renamed
-    ("exporter.verify:atomic_write:after", 1, "fresh", False),  # the bundle in place, the manifest not updated
-    ("exporter.verify:atomic_write:after", 1, "verified", True),  # a listed bundle replaced, manifest stale
-    ("exporter.verify:write_json", 1, "fresh", False),          # the manifest update
+    ("exporter.reference:atomic_write:after", 1, "fresh", False),  # the bundle in place, the manifest not updated
+    ("exporter.reference:atomic_write:after", 1, "verified", True),  # a listed bundle replaced, manifest stale
+    ("exporter.artifact:write_json", 1, "fresh", False),        # the manifest update
     ("exporter.artifact:os.replace", 2, "fresh", False),        # the manifest written, not yet renamed
-    ("exporter.verify:write_json:after", 1, "fresh", False),
-    ("exporter.verify:_run_row", 1, "fresh", False),            # while the runtimes run
-    ("exporter.verify:write_json", 2, "fresh", False),          # verify.json
+    ("exporter.artifact:write_json:after", 1, "fresh", False),
+    ("exporter.verify:run_row", 1, "fresh", False),             # while the runtimes run
+    ("exporter.verify:write_json", 1, "fresh", False),          # verify.json
     ("exporter.artifact:os.replace", 3, "fresh", False),        # verify.json written, not yet renamed
     ("exporter.report:atomic_write:after", 1, "fresh", False),  # latency.png written, REPORT.md not
 ]

@@ -1,7 +1,9 @@
-"""Issue 2: the zoo — construction, published sizes, notebook key names, weights, seed quirks."""
+"""Issue 2: the zoo — construction, published sizes, notebook key names, weights, seed quirks;
+the families' declarations and the training-knob protocol."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import pickle
@@ -12,8 +14,11 @@ import pytest
 from paddle import nn
 
 import models
+from exporter.rewrite import FuseError, fuse
+from models import registry
 from models.fusion import count_params, macs
 from models.softpool import SoftPool2D
+from models.training import Recipe, knob_layers, set_knob
 from tests.helpers import BASELINES, FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
 
 ALL = models.list_models()
@@ -78,6 +83,94 @@ def test_registry_defaults_follow_the_notebooks():
 def test_unknown_model_names_close_matches():
     with pytest.raises(models.UnknownModelError, match="did you mean vanillanet_5"):
         models.create("vanillanet5")
+
+
+# --- families: what each module declares -----------------------------------------------------------
+
+@pytest.mark.parametrize("family", models.list_families())
+def test_every_family_declares_a_recipe_and_the_tests_facts(family):
+    info = models.family_info(family)
+    assert isinstance(info.recipe, Recipe)
+    assert models.model_info(info.representative).family == family
+    for name in models.list_models(family):
+        assert 1 <= models.model_info(name).small_input_size <= models.model_info(name).input_size
+    for transform, _ in info.recipe.augment(info.small_input_size):
+        assert hasattr(paddle.vision.transforms, transform)
+
+
+def _fresh_helpers():
+    """tests/helpers.py imported anew, so its tables are computed from the registry as it is now."""
+    spec = importlib.util.spec_from_file_location("fresh_helpers", os.path.join(os.path.dirname(__file__),
+                                                                                "helpers.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tests_tables_are_derived_from_the_registry(monkeypatch):
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))  # put back, unregistering the family
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_family("throwaway", representative="throwaway_net", small_input_size=48)
+
+    @registry.register_model("throwaway", 96, params=0, macs=0, baseline=True)
+    def throwaway_net(num_classes, img_size, seed_compat):
+        raise AssertionError("not built")
+
+    helpers = _fresh_helpers()
+    assert helpers.SMALL_SIZE == {"dynamic_conv": 64, "moganet": 32, "orthonet": 8, "softpool": 64, "vanillanet": 32,
+                                  "throwaway": 48}
+    assert helpers.FAMILY_VARIANTS == {"dynamic_conv": "alexnet_dy", "moganet": "moganet_xtiny",
+                                       "orthonet": "orthonet18", "softpool": "alexnet_softpool",
+                                       "vanillanet": "vanillanet_5", "throwaway": "throwaway_net"}
+    assert sorted(helpers.BASELINES) == ["alexnet", "alexnet_bn", "resnet18_cifar", "throwaway_net"]
+    assert helpers.small_size("throwaway_net") == 48 and helpers.small_size("vanillanet_13") == 32
+    assert helpers.small_size("vanillanet_13_x1_5_ada_pool") == 160  # its adaptive pools need 160 px
+
+
+def test_a_model_of_an_undeclared_family_is_refused(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match="family 'nowhere' is not registered; call register_family"):
+        registry.register_model("nowhere", 32, params=0, macs=0)(lambda **kw: None)
+
+
+# --- training knobs: one protocol, one walker ------------------------------------------------------
+
+def test_the_knob_walker_finds_each_knob_where_it_is():
+    vanilla = models.create("vanillanet_5", img_size=32)
+    assert [type(layer).__name__ for layer in knob_layers(vanilla, "act_learn")] == ["VanillaNet"] + ["Block"] * 3
+    dy = models.create("alexnet_dy", img_size=64)
+    assert [type(layer).__name__ for layer in knob_layers(dy, "temperature")] == ["RoutingAttention"] * 3
+    assert not knob_layers(vanilla, "temperature") and not knob_layers(dy, "act_learn")
+    for name in ("alexnet_bn", "resnet18_cifar"):
+        model = lazy(name, img_size=small_size(name))
+        assert set_knob(model, "act_learn", 0.5) == set_knob(model, "temperature", 30) == 0
+
+
+def test_setting_act_learn_changes_vanillanet_and_1_lets_it_fuse():
+    paddle.seed(0)
+    model = perturb(models.create("vanillanet_5", img_size=32))
+    model.eval()
+    x = paddle.to_tensor(random_images(2, 32))
+    deploy = model(x).numpy()
+    assert set_knob(model, "act_learn", 0.5) == 4
+    assert rel_l2(model(x).numpy(), deploy) > 0.01  # a leaky ReLU between the convs, not the identity
+    with pytest.raises(FuseError, match="act_learn == 1, but it is 0.5"):
+        fuse(model)
+    set_knob(model, "act_learn", 1.0)
+    np.testing.assert_array_equal(model(x).numpy(), deploy)
+    fused, _ = fuse(model)
+    assert rel_l2(fused(x).numpy(), deploy) <= 1e-5
+
+
+def test_setting_the_temperature_changes_every_router_of_alexnet_dy():
+    paddle.seed(0)
+    model = perturb(models.create("alexnet_dy", img_size=64))
+    model.eval()
+    x = paddle.to_tensor(random_images(2, 64))
+    at_1 = model(x).numpy()
+    assert set_knob(model, "temperature", 30.0) == 3
+    assert [router.temperature for router in knob_layers(model, "temperature")] == [30.0] * 3
+    assert rel_l2(model(x).numpy(), at_1) > 0.01  # flatter routing weights mix the experts differently
 
 
 @pytest.mark.parametrize("name, size, rule", [

@@ -21,7 +21,9 @@ from exporter.cifar import FOLDER, read_cifar_tarball, write_cifar_tarball
 from exporter.cli import main
 from exporter.errors import BadInput
 from exporter.rewrite import fuse
-from models.dynamic_conv import update_temperature
+from models import registry
+from models.dynamic_conv import RoutingAttention
+from models.training import CosinePerIteration, MultiStepPerEpoch
 from models.weights import read_state_dict
 
 from cifar_data import batch_bytes, digits_cifar, malicious_batch, members_of, random_cifar, tarball_with_members
@@ -169,31 +171,60 @@ def test_labels_beyond_the_named_classes_are_refused(tmp_path):
         read_cifar_tarball(path)
 
 
-# ----------------------------------------------------------------------------- schedules
+# ----------------------------------------------------------------------------- recipes and schedules
+
+NOTEBOOK_RECIPES = {  # family: (optimizer, lr, weight decay, LR schedule, epochs, batch size), as docs/TRAINING.md
+    "moganet": ("Adam", 1e-3, 1e-5, CosinePerIteration(), 100, 128),
+    "vanillanet": ("Adam", 1e-3, 1e-5, CosinePerIteration(), 50, 128),
+    "softpool": ("Adam", 1e-3, 1e-5, CosinePerIteration(), 50, 128),
+    "dynamic_conv": ("SGD", 0.1, 1e-5, MultiStepPerEpoch((30, 60, 90)), 100, 512),
+    "orthonet": ("Momentum", 0.1, 5e-4, MultiStepPerEpoch((30, 60, 90)), 100, 256),
+}
+
+
+@pytest.mark.parametrize("family", NOTEBOOK_RECIPES)
+def test_each_family_declares_its_notebooks_recipe(family):
+    recipe = models.family_info(family).recipe
+    assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.lr_schedule, recipe.epochs,
+            recipe.batch_size) == NOTEBOOK_RECIPES[family]
+    assert recipe.optimizer_kwargs == ({"momentum": 0.9} if family == "orthonet" else {})
+    assert [knob.knob for knob in recipe.knobs] == {"vanillanet": ["act_learn"],
+                                                    "dynamic_conv": ["temperature"]}.get(family, [])
+
+
+def test_lr_schedules_name_paddles_classes():
+    assert CosinePerIteration().describe(10, 5) == {"name": "CosineAnnealingDecay", "T_max": 50,
+                                                    "stepped": "per iteration"}
+    multistep = MultiStepPerEpoch((30, 60, 90))
+    assert multistep.describe(10, 5) == {"name": "MultiStepDecay", "milestones": [30, 60, 90], "gamma": 0.1,
+                                         "stepped": "per epoch"}
+    scheduler = train.build_lr_scheduler(multistep, 0.1, 10, 100)
+    assert isinstance(scheduler, paddle.optimizer.lr.MultiStepDecay) and scheduler.milestones == [30, 60, 90]
+
+
+def _knob_schedule(family: str, epochs: int):
+    [schedule] = models.family_info(family).recipe.knobs
+    return schedule.for_run(epochs)
+
 
 def test_act_learn_reaches_1_at_decay_epochs():
-    info = models.model_info("vanillanet_5")
-    notebook = train.ActLearnSchedule.for_run(info, 50)
+    notebook = _knob_schedule("vanillanet", 50)
     assert [notebook.value(e) for e in (0, 10, 19, 20, 49)] == [0, 0.5, 0.95, 1, 1]
-    assert [notebook.deploy_ready(e) for e in (19, 20)] == [False, True]
-    assert [train.ActLearnSchedule.for_run(info, 3).value(e) for e in range(3)] == [0, 0.5, 1]
-    assert train.ActLearnSchedule.for_run(info, 1).value(0) == 1
+    assert notebook.describe()["reaches_1_at_epoch"] == 21
+    assert [_knob_schedule("vanillanet", 3).value(e) for e in range(3)] == [0, 0.5, 1]
+    assert _knob_schedule("vanillanet", 1).value(0) == 1
 
 
 def test_temperature_schedule_is_the_notebook_rule_and_ends_at_1():
-    info = models.model_info("alexnet_dy")
-    schedule = train.TemperatureSchedule.for_run(info, 100)
-    model = models.create("alexnet_dy", img_size=64, temperature=30.0)
-    notebook = [30.0]
-    for _ in range(14):
-        notebook.append(update_temperature(model))  # the model's own per-epoch rule
+    schedule = _knob_schedule("dynamic_conv", 100)
+    routing = RoutingAttention(16, 2)  # starts at 30; `update_temperature` is the notebook's per-epoch rule
+    notebook = [routing.temperature] + [routing.update_temperature() for _ in range(14)]
     assert [schedule.value(e) for e in range(15)] == notebook
-    assert notebook[9:11] == [3, 1]
+    assert notebook[9:11] == [3, 1] and schedule.describe()["step_per_epoch"] == 3
     for epochs in range(1, 13):
-        values = [train.TemperatureSchedule.for_run(info, epochs).value(e) for e in range(epochs)]
+        values = [_knob_schedule("dynamic_conv", epochs).value(e) for e in range(epochs)]
         assert values[-1] == 1 and values == sorted(values, reverse=True)
         assert values[0] == (30 if epochs > 1 else 1)
-    assert train.TemperatureSchedule.for_run(models.model_info("alexnet_bn"), 100) is train.NO_DEEP_TRAINING
 
 
 def test_one_device_is_not_wrapped():
@@ -222,7 +253,7 @@ def test_each_family_trains_and_writes_its_run(tmp_path, tiny, name, size, epoch
 
     config = json.loads((run_dir / "config.json").read_text())
     info = models.model_info(name)
-    recipe = train.RECIPES[info.family]
+    recipe = models.family_info(info.family).recipe
     assert config["arguments"] == {"model": name, "epochs": epochs, "batch_size": 8, "lr": recipe.lr, "img_size": size,
                                    "num_classes": 10, "seed": 42, "seed_compat": False}
     assert config["optimizer"]["name"] == recipe.optimizer and config["paddle_version"] == paddle.__version__
@@ -250,6 +281,9 @@ def test_knobs_anneal_to_their_deploy_value(tmp_path, tiny):
     dy = _metrics(_train("alexnet_dy", tiny, tmp_path / "d", epochs=3, img_size=64))
     assert [h["temperature"] for h in dy["history"]] == [30, 15, 1]
     assert vanilla["best_epoch"] == dy["best_epoch"] == 3
+    config = json.loads((tmp_path / "d" / train.CONFIG).read_text())
+    assert config["deep_training"] == [{"knob": "temperature", "start": 30.0, "reaches_1_at_epoch": 3,
+                                        "step_per_epoch": 15, "rule": "stepped"}]
 
 
 def test_training_learns_digits(tmp_path):
@@ -314,7 +348,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, tiny):
     with pytest.raises(BadInput, match="fewer than one batch of 64"):
         _train("alexnet_bn", tiny, tmp_path / "b", batch_size=64, img_size=64)
     if not paddle.device.is_compiled_with_cuda():
-        with pytest.raises(BadInput, match="--device gpu: this Paddle build has no CUDA"):
+        with pytest.raises(BadInput, match="--device gpu: no GPU is usable here"):
             train.run_training("alexnet_bn", str(tiny), device="gpu", out=str(tmp_path / "c"), progress="off")
 
 
@@ -376,7 +410,26 @@ def test_without_a_terminal_train_prints_one_plain_line_per_epoch(tmp_path, tiny
     lines = err.splitlines()
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], err
     assert all("train loss" in line and "| val loss" in line for line in lines) and "\r" not in err
+    assert "temperature" not in err  # AlexNet-BN has no router, so the family's temperature schedule skips it
     assert stdout == f"run directory: {out}\n" and RUN_FILES <= {p.name for p in out.iterdir()}
+
+
+def test_a_family_without_a_recipe_is_one_line_exit_2(tmp_path, tiny, monkeypatch, capsys):
+    """A throwaway family, registered in copies of the registry's tables that monkeypatch puts back."""
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_family("throwaway", representative="throwaway_net", small_input_size=64)
+
+    @registry.register_model("throwaway", 64, params=0, macs=0)
+    def throwaway_net(num_classes, img_size, seed_compat):
+        return models.create("alexnet_bn", num_classes=num_classes, img_size=img_size, seed_compat=seed_compat)
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "throwaway_net", "--data", str(tiny), "--out", str(out), "--device", "cpu")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("cnnexport: error: model 'throwaway_net' has no training recipe: its family 'throwaway' "
+                          "declares none")
+    assert not out.exists()
 
 
 def test_a_config_recording_bad_arguments_is_refused(tmp_path, tiny):

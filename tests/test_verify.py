@@ -14,9 +14,12 @@ from onnx import numpy_helper
 
 import models
 from exporter import runtimes
-from exporter.artifact import load_manifest
-from exporter.verify import VerifyOptions, verify_artifact
-from tests.crashing_runtime import AbortingPaddleConfig
+from exporter.artifact import Manifest
+from exporter.compare import CPU_FP32
+from exporter.plan import Row, VerifyOptions
+from exporter.run import judge_row, run_row
+from exporter.verify import verify_artifact
+from tests.custom_runtimes import AbortingPaddleConfig
 from tests.helpers import FAMILY_VARIANTS, perturb, run_cli, small_size
 
 SIZES = {name: (small_size(name) if models.model_info(name).family != "orthonet" else 16)
@@ -63,8 +66,8 @@ def test_verify_passes_on_every_family_and_writes_reports(verified):
             assert row["worst"]["rel_l2"] <= 1e-5 and row["worst"]["top1"] == 1.0
         assert {(t["runtime"], t["batch"]) for t in report["timings"]} == {
             (r, b) for r in ("paddle-inference", "onnxruntime") for b in (1, 2)}
-        manifest = load_manifest(artifact)
-        assert "reference.npz" in manifest["files"]  # the bundle is covered by the manifest's hashes
+        manifest = Manifest.load(artifact)
+        assert "reference.npz" in manifest.files  # the bundle is covered by the manifest's hashes
 
     text = (root / "REPORT.md").read_text()
     for label in ("eager-fused/cpu", "paddle-inference/cpu", "onnxruntime/cpu", "onnx-reference/cpu"):
@@ -91,9 +94,9 @@ def _copy(artifacts: Path, name: str, tmp_path: Path) -> Path:
 def test_tampered_onnx_weight_fails_and_divergence_names_the_layer(verified, tmp_path, capsys, name, owner):
     _, root = verified
     art = _copy(root, name, tmp_path)
-    manifest = load_manifest(art)
+    manifest = Manifest.load(art)
     model = onnx.load(art / "model.onnx")
-    weight_name = next(p for p, s in manifest["paddle_param_names"].items() if s == owner)
+    weight_name = next(p for p, s in manifest.paddle_param_names.items() if s == owner)
     init = next(i for i in model.graph.initializer if i.name == weight_name)
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2.0, weight_name))
     onnx.save(model, art / "model.onnx")
@@ -114,12 +117,12 @@ def test_tampered_onnx_weight_fails_and_divergence_names_the_layer(verified, tmp
 def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified, tmp_path, capsys):
     _, root = verified
     art = _copy(root, "alexnet_dy-fused", tmp_path)
-    manifest = load_manifest(art)
-    paddle_name, owner = next((p, s) for p, s in manifest["paddle_param_names"].items() if s == "features.4.weight")
+    manifest = Manifest.load(art)
+    paddle_name, owner = next((p, s) for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
     params = (art / "paddle" / "inference.pdiparams").read_bytes()
     from exporter.export import build_model
     from exporter.rewrite import fuse
-    fused, _ = fuse(build_model("alexnet_dy", manifest["model"]["kwargs"], manifest["weights"]["path"]))
+    fused, _ = fuse(build_model("alexnet_dy", manifest.model["kwargs"], manifest.weights["path"]))
     values = fused.state_dict()[owner].numpy().ravel()
     needle = values[100:104].astype("<f4").tobytes()
     offset = params.index(needle)
@@ -141,24 +144,27 @@ def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified,
 def test_a_runtime_that_aborts_is_reported_and_the_others_still_run(verified, tmp_path):
     _, root = verified
     art = _copy(root, "orthonet18-fused", tmp_path)
-    crashing = runtimes.RuntimeSpec("tests.crashing_runtime:open_aborting", str(art / "model.onnx"))
-    report = verify_artifact(art, VerifyOptions(bench=False, reference_evaluator=False, extra_runtimes=(crashing,)), "cpu")
-    rows = {r["runtime"]: r for r in report["rows"]}
-    crashed = rows["tests.crashing_runtime:open_aborting/cpu"]
-    assert not crashed["passed"] and crashed["crash"]["signal"] == "SIGABRT"
-    assert rows["onnxruntime/cpu"]["passed"] and rows["eager-fused/cpu"]["passed"]
-    assert any(r.startswith("paddle-inference") and rows[r]["passed"] for r in rows)
-    assert not report["passed"]
+    crashing = Row(runtimes.RuntimeSpec("tests.custom_runtimes:open_aborting", str(art / "model.onnx")), CPU_FP32)
+    report = verify_artifact(art, VerifyOptions(bench=False, reference_evaluator=False, extra_rows=(crashing,)), "cpu")
+    rows = {r.runtime: r for r in report.rows}
+    crashed = rows["tests.custom_runtimes:open_aborting/cpu"]
+    assert not crashed.passed and crashed.crash["signal"] == "SIGABRT"
+    assert rows["onnxruntime/cpu"].passed and rows["eager-fused/cpu"].passed
+    assert any(r.startswith("paddle-inference") and rows[r].passed for r in rows)
+    assert not report.passed
 
 
-def test_paddle_inference_falls_back_when_a_configuration_crashes(verified, monkeypatch):
+def test_paddle_inference_falls_back_when_a_configuration_crashes(verified):
     _, root = verified
+    paddle_dir = str(root / "orthonet18-fused" / "paddle")
     fallback = runtimes.CPU_PADDLE_CONFIGS[1]
-    monkeypatch.setattr(runtimes, "paddle_configs", lambda device, tensorrt=False: (
-        AbortingPaddleConfig("cpu-onednn-crashes", onednn=True), fallback))
+    row = Row(runtimes.RuntimeSpec("paddle-inference", paddle_dir), CPU_FP32, fallbacks=tuple(
+        runtimes.RuntimeSpec("paddle-inference", paddle_dir, paddle_config=config)
+        for config in (AbortingPaddleConfig("cpu-onednn-crashes", onednn=True), fallback)))
     batch = np.zeros((1, 3, 16, 16), np.float32)
-    run = runtimes.run_paddle_inference(str(root / "orthonet18-fused" / "paddle"), [batch])
-    assert run.record["config"] == fallback.name
-    (attempt,) = run.record["failed_configs"]
-    assert attempt["config"] == "cpu-onednn-crashes" and "SIGABRT" in attempt["error"]
-    assert run.result.outputs[0].shape == (1, 10)
+    outcome = run_row(row, {"zeros": batch}, None)
+    result = judge_row(row, outcome, {"zeros": outcome.outputs["zeros"]})
+    assert result.passed and result.config == fallback.name
+    (attempt,) = result.failed_configs
+    assert attempt["config"] == "cpu-onednn-crashes" and attempt["signal"] == "SIGABRT"
+    assert outcome.outputs["zeros"].shape == (1, 10)

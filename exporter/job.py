@@ -1,0 +1,34 @@
+"""What one child process does for one runtime: open it, run the parity batches, time it.
+
+`run_job` is the entry point that `exporter.run` hands to `isolate.call_isolated`; keeping it here
+lets `runtimes` (how to open and call a runtime) and `bench` (how to time a call) know nothing of
+each other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bench import BenchPlan, time_calls
+from .images import random_batch
+from .results import Timing
+from .runtimes import RuntimeSpec, default_threads, open_runtime
+
+
+@dataclass
+class JobResult:
+    outputs: list[np.ndarray]
+    timings: list[Timing] = field(default_factory=list)
+
+
+def run_job(spec: RuntimeSpec, batches: list[np.ndarray], bench_plan: BenchPlan | None = None) -> JobResult:
+    """Outputs for `batches`, then, with a bench plan, one timing per batch size and timing mode."""
+    runtime = open_runtime(spec)
+    result = JobResult([np.asarray(runtime.infer(b)) for b in batches])
+    for size in bench_plan.sizes() if bench_plan else ():
+        batch = random_batch(size, bench_plan.img_size, seed=size)
+        for mode, call in runtime.timing_modes(batch).items():
+            result.timings.append(Timing(spec.kind, spec.device, spec.label, spec.precision, mode, size,
+                                         default_threads(spec.threads), **time_calls(call, bench_plan, size)))
+    return result

@@ -1,0 +1,125 @@
+"""The verification matrix as data: the rows verify runs for an artifact, and the rows of the
+export's smoke check. Paddle-free.
+
+A row names its runtime (with the fallback configurations to try in order, so Paddle Inference's
+oneDNN -> native -> no-IR-optimisation chain is ordinary data), the parity inputs it runs, its
+tolerance, whether it is timed, and where a failure is traced. `exporter.run` runs a row and
+judges it; nothing downstream asks what kind of runtime a row is.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .compare import CPU_FP32, FINITE_ONLY, FP16, GPU_TF32, Tolerance
+from .errors import BadInput
+from .runtimes import RuntimeSpec, paddle_configs
+
+ONNX_FILE, FP16_FILE, PADDLE_DIR = "model.onnx", "model.fp16.onnx", "paddle"
+DEFAULT_BATCH_SIZES = {"cpu": (1, 8), "gpu": (1, 8, 64)}
+MAX_BATCH, MAX_THREADS = 512, 1024
+
+
+@dataclass(frozen=True)
+class Row:
+    """One runtime of the matrix."""
+
+    spec: RuntimeSpec                          # what the row is; its label when nothing could run
+    tolerance: Tolerance
+    inputs: tuple[str, ...] | None = None      # the parity inputs it runs; None: all of them
+    timed: bool = False                        # timed when verify benchmarks
+    localise: str | None = None                # where a failure is traced: "onnx" (the graph's values and
+                                               # initializers), "paddle" (inference.pdiparams); None: not
+    fallbacks: tuple[RuntimeSpec, ...] = ()    # tried in order in place of `spec`, until one runs
+
+    @property
+    def attempts(self) -> tuple[RuntimeSpec, ...]:
+        return self.fallbacks or (self.spec,)
+
+
+@dataclass
+class VerifyOptions:
+    """What the user asked of `cnnexport verify`."""
+
+    device: str = "auto"
+    images: str | None = None
+    batch_sizes: tuple[int, ...] = ()      # () -> DEFAULT_BATCH_SIZES[device]
+    bench: bool = True
+    rtol: float | None = None
+    atol: float | None = None
+    threads: int = 0
+    reference_evaluator: bool = True
+    extra_rows: tuple[Row, ...] = ()       # runtimes of one's own (a "package.module:function" spec kind)
+
+    def tolerance(self, default: Tolerance) -> Tolerance:
+        """`default`, with the user's --rtol and --atol where given."""
+        return Tolerance(self.rtol or default.rel_l2, self.atol)
+
+    def validate(self) -> None:
+        """Bad options are exit 2 before any work (a NaN tolerance would fail everything, slowly)."""
+        for option, value in (("--rtol", self.rtol), ("--atol", self.atol)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise BadInput(f"{option} must be a finite number above 0, not {value}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise BadInput(f"--threads must be between 0 (all cores) and {MAX_THREADS}, not {self.threads}")
+        if any(not 1 <= b <= MAX_BATCH for b in self.batch_sizes):
+            raise BadInput(f"--batch-sizes must be between 1 and {MAX_BATCH}, not {','.join(map(str, self.batch_sizes))}")
+
+
+def paddle_row(paddle_dir: Path, device: str, threads: int, tolerance: Tolerance, *, timed: bool,
+               tensorrt: bool = False, inputs: tuple[str, ...] | None = None) -> Row:
+    """Paddle Inference with its configuration fallbacks, best first."""
+    spec = RuntimeSpec("paddle-inference", str(paddle_dir), device, threads)
+    fallbacks = tuple(RuntimeSpec("paddle-inference", str(paddle_dir), device, threads, config)
+                      for config in paddle_configs(device, tensorrt))
+    return Row(spec, tolerance, inputs, timed, "paddle", fallbacks)
+
+
+def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, np.ndarray], *,
+                eager: bool, paddle_device: str = "cpu", tensorrt: bool = False) -> list[Row]:
+    """Every row for the artifact at `root` on `device`. Without the eager model (`eager` False: no
+    Paddle here) there is no Paddle row, and only GPU rows can be localised (against the CPU)."""
+    tol, gpu_tol = opts.tolerance(CPU_FP32), opts.tolerance(GPU_TF32)
+    rows: list[Row] = []
+    if eager:
+        rows.append(paddle_row(root / PADDLE_DIR, paddle_device, opts.threads, tol, tensorrt=tensorrt,
+                               timed=paddle_device == device))
+    onnx_path = str(root / ONNX_FILE)
+    if (root / ONNX_FILE).is_file():
+        def onnx_row(spec, tolerance, timed=False, only=None):
+            localised = eager or spec.device == "gpu"
+            return Row(spec, tolerance, only, timed, "onnx" if localised else None)
+
+        rows.append(onnx_row(RuntimeSpec("onnxruntime", onnx_path, "cpu", opts.threads), tol, device == "cpu"))
+        if device == "gpu":
+            # The deployment setting: TF32 and NHWC kernels (about 20% faster on an H100, same accuracy).
+            rows.append(onnx_row(RuntimeSpec("onnxruntime", onnx_path, "gpu", tf32=True, prefer_nhwc=True), gpu_tol,
+                                 True))
+            # TF32 off must meet the fp32 CPU tolerance: it separates TF32 rounding from a conversion error.
+            rows.append(onnx_row(RuntimeSpec("onnxruntime", onnx_path, "gpu", tf32=False), tol))
+        if opts.reference_evaluator:  # slow: the smallest batch only
+            smallest = min(inputs, key=lambda k: len(inputs[k]))
+            rows.append(onnx_row(RuntimeSpec("onnx-reference", onnx_path), tol, only=(smallest,)))
+    if (root / FP16_FILE).is_file():
+        # fp16 values never match fp32 ones to alignment tolerance: these rows are not localised.
+        photos = tuple(k for k in inputs if k.startswith("photos"))
+        for dev in ("cpu", "gpu") if device == "gpu" else ("cpu",):
+            spec = RuntimeSpec("onnxruntime", str(root / FP16_FILE), dev, opts.threads if dev == "cpu" else 0,
+                               prefer_nhwc=dev == "gpu", precision="fp16")
+            rows.append(Row(spec, FP16, photos, dev == device))
+    return rows + list(opts.extra_rows)
+
+
+def smoke_plan(stage: Path, onnx: bool, fp16: bool) -> list[Row]:
+    """The export's check before an artifact is written: Paddle Inference and ONNX Runtime on one
+    batch, against the eager model. The fp16 variant only has to be finite here; its top-1
+    agreement on real photographs is what `cnnexport verify` checks."""
+    rows = [paddle_row(stage / PADDLE_DIR, "cpu", 0, CPU_FP32, timed=False)]
+    if onnx:
+        rows.append(Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32))
+    if fp16:
+        rows.append(Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FINITE_ONLY))
+    return rows

@@ -1,0 +1,185 @@
+"""What the runtimes are compared with: the parity inputs, and the eager model's outputs on them,
+rebuilt from the manifest, or, on a machine without Paddle, read from the artifact's reference
+bundle (`reference.npz`, written by a verify run that had Paddle, covered by the manifest's hashes).
+
+Importable without Paddle; the eager model needs it.
+"""
+from __future__ import annotations
+
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import REFERENCE_FILE, ArtifactError, Manifest, atomic_write, sha256
+from .compare import CPU_FP32, judge
+from .device import paddle_available
+from .images import folder_photos, preprocess, random_batch, sample_photos
+from .results import RowResult
+
+MULTI_BATCH = 4
+PARITY_SEED = 1
+
+
+def _chunks(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
+    """Split into batches of a static size, the last one padded by repeating its samples."""
+    if not size:
+        return [batch]
+    out = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
+        out.append(np.concatenate([chunk, chunk[np.arange(size - len(chunk)) % len(chunk)]]) if len(chunk) < size else chunk)
+    return out
+
+
+def parity_inputs(manifest: Manifest, images_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Seeded random images at batch 1 and at a batch of different images; real photographs."""
+    static, size = manifest.static_batch, manifest.img_size
+    rng = np.random.default_rng(PARITY_SEED)  # one generator: the two random batches hold different images
+    inputs = {}
+    if static in (None, 1):
+        inputs["random-b1"] = random_batch(1, size, rng)
+    inputs[f"random-b{static or MULTI_BATCH}"] = random_batch(static or MULTI_BATCH, size, rng)
+    photos = sample_photos()
+    if images_dir:
+        photos.update(folder_photos(images_dir))
+    for i, chunk in enumerate(_chunks(preprocess(photos, manifest.input), static)):
+        inputs["photos" if not static else f"photos-{i}"] = chunk
+    return inputs
+
+
+class StaleWeights(Exception):
+    """The weights file named in the manifest is gone or has changed since the export."""
+
+
+def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> tuple[dict, dict, object]:
+    """The trained model's outputs (unfused, as loaded) and its fused form's, rebuilt from the manifest;
+    and the eager model in the artifact's form."""
+    import paddle
+
+    from .export import build_model
+    from .rewrite import fuse
+
+    weights = manifest.weights
+    if weights["path"]:
+        path = Path(weights["path"])
+        if not path.is_file():
+            raise StaleWeights(f"weights file {path} named in the manifest is missing")
+        if sha256(path) != weights["sha256"]:
+            raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
+    model = build_model(manifest.name, manifest.model["kwargs"], weights["path"])
+    fused, _ = fuse(model)
+    with paddle.no_grad():
+        plain = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+        folded = {k: fused(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+    return plain, folded, fused if manifest.fused else model
+
+
+def read_bundle(path: Path, manifest: Manifest) -> tuple[dict, dict]:
+    """The bundle's inputs and outputs, each checked: float32, finite, the manifest's image shape,
+    and one [N, classes] output per input batch. Anything else is ArtifactError (exit 2)."""
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"{path} is not a valid reference bundle ({what}): run `cnnexport verify` with Paddle "
+                             "to write it again")
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise bad(" ".join(str(err).split())) from None
+    inputs = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
+    outputs = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
+    if not inputs or inputs.keys() != outputs.keys() or len(arrays) != 2 * len(inputs):
+        raise bad("its entries must be pairs input:NAME, output:NAME")
+    image = manifest.input["shape"][1:]
+    for name, batch in inputs.items():
+        out = outputs[name]
+        if batch.dtype != np.float32 or out.dtype != np.float32:
+            raise bad(f"{name} is {batch.dtype}/{out.dtype}, not float32")
+        if batch.ndim != 4 or list(batch.shape[1:]) != image or out.ndim != 2 or out.shape[0] != batch.shape[0]:
+            raise bad(f"{name} has shapes {list(batch.shape)} -> {list(out.shape)}, not [N, {', '.join(map(str, image))}]"
+                      " -> [N, classes]")
+        if not (np.isfinite(batch).all() and np.isfinite(out).all()):
+            raise bad(f"{name} holds NaN or Inf")
+    return inputs, outputs
+
+
+def write_bundle(root: Path, manifest: Manifest, inputs: dict, outputs: dict) -> None:
+    """Store parity inputs and eager outputs, and cover the file with the manifest's hashes."""
+    import paddle
+
+    arrays = {**{f"input:{k}": v for k, v in inputs.items()}, **{f"output:{k}": v for k, v in outputs.items()}}
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(root / REFERENCE_FILE, save)
+    manifest.reference = {"file": REFERENCE_FILE, "batches": {k: list(v.shape) for k, v in inputs.items()},
+                          "source": f"eager model, unfused (paddle {paddle.__version__})",
+                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest.cover(root, REFERENCE_FILE)
+    manifest.write(root)
+
+
+@dataclass
+class Reference:
+    """The parity inputs and the reference outputs on them."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    source: str
+    eager_model: object = None             # the eager model in the artifact's form, when Paddle is here
+    rows: tuple[RowResult, ...] = ()       # checks made on the way: eager fused, the stored bundle
+    notes: tuple[str, ...] = ()            # what was repaired on the way (a stale bundle rewritten)
+
+
+def stored_reference(root: Path, manifest: Manifest, why_not_eager: str = "Paddle is not installed") -> tuple[dict, dict]:
+    """The reference bundle as the reference (no eager model here): listed in the manifest,
+    unchanged since, and valid; otherwise ArtifactError (exit 2), saying what to do."""
+    path, entry = root / REFERENCE_FILE, manifest.files.get(REFERENCE_FILE)
+    if entry is None or not path.is_file():
+        why = f"there is no {REFERENCE_FILE}"
+    elif path.stat().st_size != entry["size"] or sha256(path) != entry["sha256"]:
+        why = f"{REFERENCE_FILE} has changed since it was written"
+    else:
+        return read_bundle(path, manifest)
+    raise ArtifactError(f"{root}: no reference to verify against ({why_not_eager}, and {why}): "
+                        "run `cnnexport verify` once on a machine with Paddle")
+
+
+def reference_for(root: Path, manifest: Manifest, images: str | None, problems: dict[str, str]) -> Reference:
+    """The eager model's outputs, or, without Paddle, the stored bundle.
+
+    With Paddle the bundle is a cache of the eager outputs: one that is missing, stale or damaged
+    (a verify killed between writing it and the manifest leaves it so) is written again, and is
+    no problem of the artifact's; a good one is compared with the eager outputs. Without Paddle
+    the bundle is the reference (`stored_reference`).
+    """
+    why_not_eager = "Paddle is not installed"
+    if paddle_available():
+        inputs = parity_inputs(manifest, images)
+        try:
+            plain, folded, eager_model = eager_outputs(manifest, inputs)
+        except StaleWeights as err:
+            problems["weights"] = why_not_eager = str(err)
+        else:
+            rows, notes = [judge("eager-fused/cpu", plain, folded, CPU_FP32)], []
+            stale, stored = problems.pop(REFERENCE_FILE, None), None
+            if REFERENCE_FILE in manifest.files and not stale:
+                try:
+                    stored = read_bundle(root / REFERENCE_FILE, manifest)
+                except ArtifactError as err:
+                    stale = str(err)
+            if stored and stored[0].keys() == inputs.keys() and all(np.array_equal(stored[0][k], v)
+                                                                    for k, v in inputs.items()):
+                rows.append(judge("reference-bundle", plain, stored[1], CPU_FP32))
+            elif not problems:  # never bless a tampered artifact by hashing it into the manifest
+                write_bundle(root, manifest, inputs, plain)
+                if stale:
+                    notes.append(f"{REFERENCE_FILE} was rewritten from the eager model ({stale})")
+            return Reference(inputs, plain, "eager (unfused)", eager_model, tuple(rows), tuple(notes))
+    inputs, outputs = stored_reference(root, manifest, why_not_eager)
+    return Reference(inputs, outputs, f"reference bundle ({(manifest.reference or {}).get('source', REFERENCE_FILE)})")

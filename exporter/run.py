@@ -1,0 +1,69 @@
+"""Running a row of the plan, and judging what it gave. Paddle-free.
+
+Each attempt of a row (its spec, or its fallback configurations in order) runs in its own child
+process (`exporter.job.run_job` through `isolate.call_isolated`): a native crash is that attempt's
+failure, with its signal, and the next attempt is tried.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import isolate
+from .bench import BenchPlan
+from .compare import judge
+from .job import run_job
+from .plan import Row
+from .results import RowResult, Timing
+from .runtimes import RuntimeSpec
+
+
+@dataclass
+class Outcome:
+    """What running a row gave: the attempt that ran (None: none did), its outputs by parity input,
+    its timings, and one record per attempt that failed before it."""
+
+    ran: RuntimeSpec | None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: list[Timing] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+
+def _failure(spec: RuntimeSpec, err: Exception) -> dict:
+    record = {"config": spec.config_name} if spec.config_name else {}
+    record["error"] = str(err)
+    if isinstance(err, isolate.ChildCrashed):
+        record.update(signal=err.signal, log_tail=err.log_tail[-2000:])
+    return record
+
+
+def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | None) -> Outcome:
+    names = list(row.inputs) if row.inputs is not None else list(inputs)
+    failed = []
+    for spec in row.attempts:
+        try:
+            job = isolate.call_isolated(run_job, spec, [inputs[n] for n in names],
+                                        bench_plan if row.timed else None, what=spec.label)
+        except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+            failed.append(_failure(spec, err))
+            continue
+        return Outcome(spec, dict(zip(names, job.outputs)), job.timings, failed)
+    return Outcome(None, failed=failed)
+
+
+def judge_row(row: Row, outcome: Outcome, reference: dict[str, np.ndarray]) -> RowResult:
+    """The row's result: the comparator's verdict on what ran, or why nothing did."""
+    if outcome.ran is None:
+        if row.fallbacks:
+            tried = "; ".join(f"{f['config']}: {f['error']}" for f in outcome.failed)
+            return RowResult(row.spec.label, False, [f"{row.spec.label} failed in every configuration: {tried}"],
+                             crashes=outcome.failed, spec=row.spec.to_dict())
+        (failure,) = outcome.failed
+        return RowResult(row.spec.label, False, [failure["error"]], crash=failure, spec=row.spec.to_dict())
+    result = judge(outcome.ran.label, reference, outcome.outputs, row.tolerance)
+    if row.fallbacks:
+        result.config, result.failed_configs = outcome.ran.config_name, outcome.failed
+    result.spec = row.spec.to_dict()
+    result.localise = None if result.passed else row.localise
+    return result
