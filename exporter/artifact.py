@@ -1,9 +1,16 @@
 """An artifact directory: its manifest, the integrity of its files, and writing it safely. Paddle-free.
 
+An artifact is one model directory in the layout PaddleX and PaddleClas read (a Paddle program,
+its parameters, the deploy config and the ONNX file side by side, under their names):
+
     artifacts/vanillanet_5-fused/
         manifest.json          what it is, how it was made, every file with size and sha256
-        paddle/inference.json  Paddle static inference model (+ inference.pdiparams, inference.yml)
-        model.onnx             ONNX model: input `x` [batch, 3, S, S] float32 NCHW, output `logits`
+        inference.json         Paddle 3 inference program
+        inference.pdmodel      the legacy program, where Paddle can write it (PaddleClas 2.6, OpenVINO)
+        inference.pdiparams    the parameters both programs load
+        inference.yml          deploy config: preprocessing and top-k, in PaddleClas/PaddleX's schema
+        inference.onnx         ONNX model: input `x` [batch, 3, S, S] float32 NCHW, output `logits`
+        inference.fp16.onnx    its fp16 (or mixed-precision) variant, fp32 input and output
         reference.npz          parity inputs and the eager model's outputs (written by `verify`)
         verify.json            the last verification's report (not covered by the manifest)
 
@@ -43,7 +50,10 @@ from .errors import BadInput
 MANIFEST = "manifest.json"
 VERIFY_REPORT = "verify.json"    # written by every verify run: about the artifact, not part of it
 REFERENCE_FILE = "reference.npz"  # written by verify: a cache of the eager model's outputs
-FORMAT = "cnnexport-artifact/1"
+PADDLE_PROGRAM, LEGACY_PROGRAM, PADDLE_PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
+DEPLOY_CONFIG, ONNX_FILE, FP16_FILE = "inference.yml", "inference.onnx", "inference.fp16.onnx"
+FORMAT = "cnnexport-artifact/2"  # 1: the Paddle files in paddle/, the ONNX file named model.onnx
+_FORMATS_OF_OURS = ("cnnexport-artifact/1", FORMAT)
 # Files verify writes into an artifact after the export: an artifact holding them (or
 # leftovers of a dead run) is still only cnnexport's.
 VERIFY_FILES = (VERIFY_REPORT, REFERENCE_FILE)
@@ -91,6 +101,9 @@ def _section(manifest: dict, key: str, path: Path) -> dict:
 def validate_manifest(manifest, path: Path) -> None:
     """Check every field that verify reads, with its type."""
     _require(isinstance(manifest, dict), path, "it is not a JSON object")
+    if manifest.get("format") in _FORMATS_OF_OURS and manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is an artifact of an older cnnexport ({manifest.get('format')}): "
+                            "export the model again to verify it")
     _require(manifest.get("format") == FORMAT, path, f"format {manifest.get('format')!r}, want {FORMAT!r}")
     model = _section(manifest, "model", path)
     _require(isinstance(model.get("name"), str) and isinstance(model.get("family"), str), path,
@@ -122,6 +135,9 @@ def validate_manifest(manifest, path: Path) -> None:
     names = manifest.get("paddle_param_names", {})
     _require(isinstance(names, dict) and all(isinstance(v, str) for v in names.values()), path,
              "`paddle_param_names` must map names to names")
+    formats = manifest.get("formats", {})
+    _require(isinstance(formats, dict) and all(isinstance(f, dict) for f in formats.values()), path,
+             "`formats` must map format names to objects")
     reference = manifest.get("reference")
     _require(reference is None or isinstance(reference, dict), path, "`reference` must be an object")
 
@@ -140,7 +156,8 @@ class Manifest:
     output: dict                     # name, shape
     rewrite: dict | None = None      # what --fuse did (exporter.rewrite.RewriteSummary)
     paddle_param_names: dict[str, str] = field(default_factory=dict)  # Paddle name -> state-dict name
-    onnx: dict | None = None         # opset, op counts, sizes
+    formats: dict[str, dict] = field(default_factory=dict)  # each format's files and real input/output names
+    onnx: dict | None = None         # opset, op counts, sizes, precision of the fp16 variant
     smoke_parity: list | None = None
     versions: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -260,8 +277,15 @@ def integrity_problems(root: Path, manifest: Manifest) -> dict[str, str]:
 
 
 def unaccounted_files(root: Path) -> list[str]:
-    """What an artifact holds that neither its manifest nor verify accounts for: the user's files."""
-    listed = Manifest.load(root).files
+    """What an artifact of any cnnexport format holds that neither its manifest nor verify accounts
+    for: the user's files. ArtifactError if the manifest is not one of cnnexport's."""
+    try:
+        data = json.loads((root / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        data = None
+    listed = data.get("files") if isinstance(data, dict) and data.get("format") in _FORMATS_OF_OURS else None
+    if not isinstance(listed, dict):
+        raise ArtifactError(f"{root / MANIFEST} is not a cnnexport manifest")
     return [rel for rel, st in sorted(_tree(root)) if not stat.S_ISDIR(st.st_mode)
             and rel not in listed and rel != MANIFEST and rel not in VERIFY_FILES]
 

@@ -19,7 +19,6 @@ class Tolerance:
 CPU_FP32 = Tolerance(rel_l2=1e-5)
 GPU_TF32 = Tolerance(rel_l2=1e-3)
 FP16 = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # fp16: rel L2 is reported, not bounded
-FINITE_ONLY = Tolerance(rel_l2=float("inf"), top1_agreement=0.0)
 
 
 def rel_l2(reference: np.ndarray, other: np.ndarray) -> float:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from . import isolate
-from .artifact import Manifest
 from .compare import rel_l2
-from .plan import PADDLE_DIR, Row
+from .artifact import PADDLE_PARAMS, Manifest
+from .plan import Row
 from .runtimes import RuntimeSpec, ort_session, paddle_model_files
 
 MATCH_RTOL = 1e-4  # intermediate tensors: float32 rounding accumulates, a real error is far larger
@@ -198,8 +198,8 @@ def changed_weights(root: Path, rel: str, manifest: Manifest, eager_model) -> di
     names = manifest.paddle_param_names
     result: dict = {"file": rel}
     try:
-        if rel.startswith(f"{PADDLE_DIR}/"):
-            stored = isolate.call_isolated(paddle_weights, str(root / PADDLE_DIR), list(names), what=f"read {rel}")
+        if rel == PADDLE_PARAMS:
+            stored = isolate.call_isolated(paddle_weights, str(root), list(names), what=f"read {rel}")
         else:
             stored = isolate.call_isolated(onnx_weights, str(root / rel), what=f"read {rel}")
     except (isolate.ChildCrashed, isolate.ChildFailed) as err:

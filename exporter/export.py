@@ -1,32 +1,43 @@
-"""`cnnexport MODEL`: build, (fuse), save the Paddle inference model, convert to ONNX, smoke-check, write the manifest.
+"""`cnnexport MODEL`: build, (fuse), save the Paddle programs, convert to ONNX (and fp16), write the
+deploy config, smoke-check every file against the eager model, write the manifest.
 
 Each step is timed and reported in one line. Everything is written into a staging directory that
 replaces `artifacts/<model>[-fused]/` only once the smoke parity check has passed.
 """
 from __future__ import annotations
 
+import filecmp
+import json
+import os
 import platform
+import re
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
-from collections.abc import Callable
+
+import numpy as np
 
 from . import isolate
-from .artifact import (Manifest, artifact_name, check_replaceable, describe_files, sha256, staged_directory,
-                       writable_directory)
+from .artifact import (DEPLOY_CONFIG, FP16_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
+                       artifact_name, check_replaceable, describe_files, sha256, staged_directory, writable_directory)
+from .compare import FP16
 from .errors import BadInput, ExportFailed
-from .images import random_batch
-from .plan import FP16_FILE, ONNX_FILE, PADDLE_DIR, smoke_plan
+from .images import photo_inputs, random_batch, sample_photos
+from .plan import smoke_plan
 from .run import judge_row, run_row
 from .runtimes import paddle_model_files
 
 MIN_OPSET, MAX_OPSET = 7, 21  # what paddle2onnx 2.x converts; outside it the converter aborts the process
 MAX_STATIC_BATCH = 1024       # a larger fixed batch is a memory error in the smoke check, not an artifact
+MAX_LABELS_BYTES = 1 << 20
 DEFAULT_OPSET = 17
 INIT_SEED = 0                 # models exported without --weights are built after paddle.seed(INIT_SEED)
 SMOKE_BATCH = 2
 SMOKE_SEED = 0
+TOPK = 5
 
 
 @dataclass
@@ -42,6 +53,7 @@ class ExportOptions:
     static_batch: int | None = None
     fp16: bool = False
     out: str | None = None
+    labels: str | None = None   # a text file, one class name per line
     artifacts_root: str = "artifacts"
 
     def target(self) -> Path:
@@ -61,8 +73,9 @@ def validate(opts: ExportOptions) -> None:
         raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
     if opts.fp16 and not opts.onnx:
         raise BadInput("--fp16 makes an fp16 variant of the ONNX model: add --onnx")
-    if opts.weights is not None and not Path(opts.weights).is_file():
-        raise BadInput(f"--weights {opts.weights} does not exist or is not a file")
+    for option, path in (("--weights", opts.weights), ("--labels", opts.labels)):
+        if path is not None and not Path(path).is_file():
+            raise BadInput(f"{option} {path} does not exist or is not a file")
     target = opts.target().absolute()
     check_replaceable(target)
     existing = next(p for p in [target.parent, *target.parents] if p.exists())
@@ -75,10 +88,34 @@ def _check_range(option: str, value: int | None, low: int, high: int) -> None:
         raise BadInput(f"{option} must be between {low} and {high}, not {value}")
 
 
+def class_names(opts: ExportOptions, num_classes: int) -> tuple[list[str] | None, str]:
+    """The class names for the deploy config, and where they came from: `--labels` (one per line,
+    exactly one per class), or the training run the weights come from (its config.json names the
+    data set's classes), or none."""
+    if opts.labels:
+        try:
+            raw = Path(opts.labels).read_bytes()[:MAX_LABELS_BYTES + 1]
+            names = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise BadInput(f"--labels {opts.labels} is not a readable UTF-8 text file ({err})") from None
+        if len(raw) > MAX_LABELS_BYTES or len(names) != num_classes:
+            raise BadInput(f"--labels {opts.labels} names {len(names)} classes (one per line), the model has "
+                           f"{num_classes}: give one name per class")
+        return names, f"--labels {opts.labels}"
+    run_config = Path(opts.weights).parent / "config.json" if opts.weights else None
+    try:
+        names = json.loads(run_config.read_text())["data"]["label_names"] if run_config else None
+    except (OSError, ValueError, KeyError, TypeError):
+        names = None
+    if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return names, f"the training run's {run_config}"
+    return None, "none (give --labels FILE to name the classes)"
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("cnnexport", "paddlepaddle", "paddlepaddle-gpu", "paddle2onnx", "onnx", "onnxruntime",
-                 "onnxruntime-gpu", "onnxslim"):
+                 "onnxruntime-gpu", "onnxslim", "onnxconverter-common", "openvino"):
         try:
             out[dist] = pkg_metadata.version(dist)
         except pkg_metadata.PackageNotFoundError:
@@ -101,18 +138,19 @@ class _Steps:
         return result
 
 
-def build_model(name: str, kwargs: dict, weights: str | None):
-    """The eager model as the manifest describes it, in eval mode."""
+def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = False):
+    """The eager model as the manifest describes it, in eval mode (fused if asked)."""
     import paddle
 
     import models
+    from .rewrite import fuse
 
     paddle.seed(INIT_SEED)
     model = models.create(name, **kwargs)
     if weights:
         models.load_weights(model, weights)
     model.eval()
-    return model
+    return fuse(model)[0] if fused else model
 
 
 def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
@@ -125,31 +163,65 @@ def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
     return {tensor.name: name for name, tensor in named}
 
 
-def inference_yml(info, name: str, kwargs: dict) -> str:
-    """A PaddleClas/PaddleX-style deploy config: preprocessing, input and postprocessing."""
+def save_legacy_program(name: str, kwargs: dict, weights: str | None, fused: bool, directory: str,
+                        input_shape: list) -> None:
+    """The same model saved as a legacy program (inference.pdmodel) into `directory`. Runs in a child:
+    Paddle chooses the program format once, when it is imported (FLAGS_enable_pir_api)."""
+    os.environ["FLAGS_enable_pir_api"] = "0"
+    save_paddle(build_model(name, kwargs, weights, fused), Path(directory), input_shape)
+
+
+def add_legacy_program(opts: ExportOptions, kwargs: dict, stage: Path, input_shape: list) -> str | None:
+    """Write inference.pdmodel beside inference.json when Paddle can save the model in the legacy
+    format with the very same parameters file; returns why not otherwise (Paddle 3.3's legacy
+    exporter no longer handles some ops: GELU, exp, sum over a tensor method)."""
+    scratch = stage / ".legacy"
+    try:
+        try:
+            isolate.call_isolated(save_legacy_program, opts.model, kwargs, opts.weights, opts.fuse, str(scratch),
+                                  input_shape, what="legacy program")
+        except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+            return _error_line(str(err))
+        if not filecmp.cmp(scratch / PADDLE_PARAMS, stage / PADDLE_PARAMS, shallow=False):
+            return "its parameters file differs from the Paddle 3 program's"
+        os.replace(scratch / LEGACY_PROGRAM, stage / LEGACY_PROGRAM)
+        return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _error_line(text: str, limit: int = 240) -> str:
+    """The line of a child's error that says what went wrong: Paddle's dy2static errors open with
+    "In transformed code:" and end with the exception."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = next((line for line in reversed(lines) if re.match(r"\w*(Error|Exception)\b", line)), lines[0] if lines else "")
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def inference_yml(kwargs: dict, input_spec: dict, labels: list[str] | None, model: str) -> str:
+    """The deploy config in the schema PaddleClas (deploy/python/preprocess.py, postprocess.py) and
+    PaddleX (image_classification processors) read, computing exactly what verify checks: a PIL
+    bilinear resize to S x S, x * scale - mean over std on HWC, CHW, top-k with the class names."""
     import yaml
 
     size = kwargs["img_size"]
+    topk = {"topk": min(TOPK, kwargs["num_classes"]), **({"label_list": labels} if labels else {})}
     config = {
-        "Global": {"model_name": name, "family": info.family},
-        "Input": {"name": "x", "layout": "NCHW", "dtype": "float32", "shape": [None, 3, size, size],
-                  "color": "RGB"},
         "PreProcess": {"transform_ops": [
-            {"ResizeImage": {"size": [size, size]}},
-            {"NormalizeImage": {"scale": "1.0/255.0", "mean": list(info.mean), "std": list(info.std), "order": "hwc"}},
+            {"ResizeImage": {"size": [size, size], "backend": "pil", "interpolation": "bilinear"}},
+            {"NormalizeImage": {"scale": input_spec["scale"], "mean": input_spec["mean"], "std": input_spec["std"],
+                                "order": "", "channel_num": 3}},
             {"ToCHWImage": None},
         ]},
-        "PostProcess": {"Topk": {"topk": min(5, kwargs["num_classes"]), "class_num": kwargs["num_classes"]}},
+        "PostProcess": {"Topk": topk},
+        # Not read by PaddleClas or PaddleX (a Global.model_name would have to be one of PaddleX's own).
+        "cnnexport": {"model": model, "input": {k: input_spec[k] for k in ("name", "shape", "layout", "color")}},
     }
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict,
-                    fp16_path: str | None = None) -> dict:
-    """paddle2onnx, then `onnx_tools.finalize` (and the fp16 variant). Runs in a child: the converter
-    can abort its process."""
-    import os
-
+def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict) -> dict:
+    """paddle2onnx, then `onnx_tools.finalize`. Runs in a child: the converter can abort its process."""
     import onnx
     import paddle2onnx
 
@@ -164,25 +236,38 @@ def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metada
         raise RuntimeError("paddle2onnx produced no model")
     model = onnx_tools.finalize(onnx.load_from_string(raw), metadata)
     onnx.save(model, out_path)
-    info = {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path)}
-    if fp16_path:
-        half = onnx_tools.to_fp16(model)
-        half.metadata_props.add(key="precision", value="fp16 weights and compute, fp32 input and output")
-        onnx.save(half, fp16_path)
-        info["fp16_size"] = os.path.getsize(fp16_path)
-    return info
+    return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path)}
 
 
-def smoke_parity(stage: Path, batch, reference, onnx: bool, fp16: bool) -> list[dict]:
-    """Paddle Inference and ONNX Runtime on one batch against the eager model (`plan.smoke_plan`),
-    through the runner and the judge that verify uses; raise if they disagree."""
-    inputs, expected = {"smoke": batch}, {"smoke": reference}
-    results = [judge_row(row, run_row(row, inputs, None), expected) for row in smoke_plan(stage, onnx, fp16)]
-    failed = [f"{r.runtime}: {'; '.join(r.failures)}" for r in results if not r.passed]
-    if failed:
-        raise ExportFailed("smoke parity against the eager model failed: " + " | ".join(failed))
-    return [{"runtime": r.runtime, **({"config": r.config, "failed_configs": r.failed_configs} if r.config else {}),
-             **r.batches["smoke"]} for r in results]
+def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: np.ndarray) -> dict:
+    """The fp16 variant of the ONNX model, as `onnx_tools.to_fp16` makes it. Runs in a child."""
+    import onnx
+
+    from . import onnx_tools
+
+    half, info = onnx_tools.to_fp16(onnx.load(onnx_path), photos, expected, FP16.top1_agreement)
+    half.metadata_props.add(key="precision", value=f"{info['precision']}: fp16 weights and compute where top-1 "
+                                                   "agreement allows, fp32 input and output")
+    onnx.save(half, fp16_path)
+    return {**info, "size": os.path.getsize(fp16_path)}
+
+
+def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool):
+    """Every file of the artifact that computes, against the eager model (`plan.smoke_plan`), through
+    the runner and the judge that verify uses; raise if one disagrees. Returns the records and, per
+    format, the input and output names its runtime saw."""
+    photos = tuple(k for k in inputs if k.startswith("photos"))
+    records, names = [], {}
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, photos).items():
+        outcome = run_row(row, inputs, None)
+        result = judge_row(row, outcome, expected)
+        if not result.passed:
+            raise ExportFailed(f"smoke parity against the eager model failed: {result.runtime}: "
+                               + "; ".join(result.failures))
+        names[fmt] = {"input": outcome.names[0][0], "output": outcome.names[1][0]}
+        records.append({"runtime": result.runtime, "inputs": list(result.batches), **result.worst,
+                        **({"config": result.config, "failed_configs": result.failed_configs} if result.config else {})})
+    return records, names
 
 
 def onnx_metadata(opts: ExportOptions, info, kwargs: dict, weights_sha: str | None) -> dict[str, str]:
@@ -209,6 +294,10 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
               "img_size": info.input_size if opts.img_size is None else opts.img_size,
               "seed_compat": opts.seed_compat}
     size, batch_dim = kwargs["img_size"], opts.static_batch
+    labels, labels_from = class_names(opts, kwargs["num_classes"])
+    input_spec = {"name": "x", "shape": [batch_dim, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                  "color": "RGB", "scale": 1 / 255, "mean": list(info.mean), "std": list(info.std),
+                  "dynamic_batch": batch_dim is None}
     steps = _Steps(report)
     model = steps.run("build", build_model, opts.model, kwargs, opts.weights,
                       detail=lambda m: f"{opts.model} ({_params(m):,} params, "
@@ -218,40 +307,52 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
         deploy_model, summary = steps.run("fuse", fuse_model, model, size, detail=lambda r: r[1].lines()[0])
         for line in summary.lines()[1:]:
             report(f"{'':<22}{line}")
-    batch = random_batch(batch_dim or SMOKE_BATCH, size, SMOKE_SEED)
+    inputs = {"smoke": random_batch(batch_dim or SMOKE_BATCH, size, SMOKE_SEED),
+              **photo_inputs(sample_photos(), input_spec)}
     with paddle.no_grad():
-        reference = model(paddle.to_tensor(batch)).numpy()
+        expected = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
 
     target = opts.target()
     with staged_directory(target, on_wait=report) as stage:
-        paddle_dir = stage / PADDLE_DIR
-        names = steps.run("paddle-save", save_paddle, deploy_model, paddle_dir, [batch_dim, 3, size, size],
-                          detail=lambda _: f"paddle/ ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
-        (paddle_dir / "inference.yml").write_text(inference_yml(info, opts.model, kwargs))
-        onnx_path = stage / ONNX_FILE if opts.onnx else None
-        fp16_path = stage / FP16_FILE if opts.fp16 else None
+        shape = [batch_dim, 3, size, size]
+        names = steps.run("paddle-save", save_paddle, deploy_model, stage, shape,
+                          detail=lambda _: f"{PADDLE_PROGRAM} ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
+        no_legacy = steps.run("paddle-legacy", add_legacy_program, opts, kwargs, stage, shape,
+                              detail=lambda why: f"{LEGACY_PROGRAM}" if why is None else f"not written: {why}")
+        (stage / DEPLOY_CONFIG).write_text(inference_yml(kwargs, input_spec, labels, opts.model))
+        report(f"{'deploy-config':<22}{DEPLOY_CONFIG} (class names: {labels_from})")
         onnx_info = None
-        if onnx_path:
-            program, params = paddle_model_files(paddle_dir)
+        if opts.onnx:
+            program, params = paddle_model_files(stage)
             onnx_info = steps.run(
-                "onnx", _convert, str(program), str(params), str(onnx_path), opts.opset,
-                onnx_metadata(opts, info, kwargs, weights_sha), str(fp16_path) if fp16_path else None,
-                detail=lambda i: f"model.onnx (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
-                                 f"{i['size'] / 2**20:.1f} MiB)"
-                                 + (f", model.fp16.onnx ({i['fp16_size'] / 2**20:.1f} MiB)" if fp16_path else ""))
-        parity = steps.run("smoke-parity", smoke_parity, stage, batch, reference, opts.onnx, opts.fp16,
-                           detail=lambda rs: ", ".join(f"{r['runtime']} rel {r['rel_l2']:.1e}" for r in rs))
+                "onnx", _in_child, convert_to_onnx, str(program), str(params), str(stage / ONNX_FILE), opts.opset,
+                onnx_metadata(opts, info, kwargs, weights_sha), what="paddle2onnx",
+                detail=lambda i: f"{ONNX_FILE} (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
+                                 f"{i['size'] / 2**20:.1f} MiB)")
+        if opts.fp16:
+            photos = next(k for k in inputs if k.startswith("photos"))
+            onnx_info["fp16"] = steps.run(
+                "fp16", _in_child, make_fp16, str(stage / ONNX_FILE), str(stage / FP16_FILE), inputs[photos],
+                expected[photos], what="fp16 conversion",
+                detail=lambda i: f"{FP16_FILE} ({i['precision']}, {i['size'] / 2**20:.1f} MiB)")
+        parity, io_names = steps.run(
+            "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16,
+            detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in r[0]))
+        formats = {"paddle": {"program": PADDLE_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle"]},
+                   "paddle-legacy": ({"program": LEGACY_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle-legacy"]}
+                                     if no_legacy is None else {"not_written": no_legacy})}
+        if opts.onnx:
+            formats["onnx"] = {"file": ONNX_FILE, **io_names["onnx"]}
+        if opts.fp16:
+            formats["onnx-fp16"] = {"file": FP16_FILE, "precision": onnx_info["fp16"]["precision"], **io_names["onnx-fp16"]}
         manifest = Manifest(
             model={"name": opts.model, "family": info.family, "kwargs": kwargs, "fused": opts.fuse},
             weights={"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
                      "init_seed": None if opts.weights else INIT_SEED},
-            input={"name": "x", "shape": [batch_dim, 3, size, size], "dtype": "float32", "layout": "NCHW",
-                   "color": "RGB", "scale": 1 / 255, "mean": list(info.mean), "std": list(info.std),
-                   "dynamic_batch": batch_dim is None},
-            output={"name": "logits", "shape": [batch_dim, kwargs["num_classes"]]},
-            rewrite=summary.to_dict() if summary else None, paddle_param_names=names, onnx=onnx_info,
-            smoke_parity=parity, versions=versions(), timings=steps.timings,
+            input=input_spec, output={"shape": [batch_dim, kwargs["num_classes"]], "labels": labels},
+            rewrite=summary.to_dict() if summary else None, paddle_param_names=names, formats=formats,
+            onnx=onnx_info, smoke_parity=parity, versions=versions(), timings=steps.timings,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), files=describe_files(stage))
         manifest.write(stage)
     report(f"{'written':<14}{'':8}{target}/ ({'dynamic batch' if batch_dim is None else f'static batch {batch_dim}'})")
@@ -263,10 +364,10 @@ def _params(model) -> int:
     return count_params(model)
 
 
-def _convert(program, params, out_path, opset, meta, fp16_path) -> dict:
+def _in_child(fn: Callable, *args, what: str):
+    """A conversion step in a child process: a converter that aborts is a failed export, not our death."""
     try:
-        return isolate.call_isolated(convert_to_onnx, program, params, out_path, opset, meta, fp16_path,
-                                     what="paddle2onnx")
+        return isolate.call_isolated(fn, *args, what=what)
     except (isolate.ChildCrashed, isolate.ChildFailed) as err:
         errors = [line for line in err.log_tail.splitlines() if "rror" in line]
-        raise ExportFailed(f"ONNX conversion failed: {err}" + (f" ({errors[-1].strip()})" if errors else "")) from None
+        raise ExportFailed(f"{what} failed: {err}" + (f" ({errors[-1].strip()})" if errors else "")) from None

@@ -101,3 +101,22 @@ def preprocess(images: dict[str, np.ndarray], input_spec: dict) -> np.ndarray:
         resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.float32)
         batch.append((resized.transpose(2, 0, 1) * np.float32(input_spec["scale"]) - mean) / std)
     return np.stack(batch).astype(np.float32)
+
+
+def _in_batches(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
+    """Split into batches of a static size, the last one padded by repeating its samples."""
+    if not size:
+        return [batch]
+    out = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
+        out.append(np.concatenate([chunk, chunk[np.arange(size - len(chunk)) % len(chunk)]]) if len(chunk) < size else chunk)
+    return out
+
+
+def photo_inputs(images: dict[str, np.ndarray], input_spec: dict) -> dict[str, np.ndarray]:
+    """The photographs as model inputs: one batch `photos`, or `photos-0`, `photos-1`, ... of the
+    model's static batch size."""
+    static = input_spec["shape"][0]
+    chunks = _in_batches(preprocess(images, input_spec), static)
+    return {"photos": chunks[0]} if not static else {f"photos-{i}": chunk for i, chunk in enumerate(chunks)}

@@ -20,12 +20,13 @@ from .runtimes import RuntimeSpec, default_threads, open_runtime
 class JobResult:
     outputs: list[np.ndarray]
     timings: list[Timing] = field(default_factory=list)
+    names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # the model's input and output names, as run
 
 
 def run_job(spec: RuntimeSpec, batches: list[np.ndarray], bench_plan: BenchPlan | None = None) -> JobResult:
     """Outputs for `batches`, then, with a bench plan, one timing per batch size and timing mode."""
     runtime = open_runtime(spec)
-    result = JobResult([np.asarray(runtime.infer(b)) for b in batches])
+    result = JobResult([np.asarray(runtime.infer(b)) for b in batches], names=(runtime.inputs, runtime.outputs))
     for size in bench_plan.sizes() if bench_plan else ():
         batch = random_batch(size, bench_plan.img_size, seed=size)
         for mode, call in runtime.timing_modes(batch).items():

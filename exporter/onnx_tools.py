@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import onnx
 
 INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "x", "logits", "batch"
@@ -40,6 +41,8 @@ def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProt
     _name_batch_dim(graph.input[0])
     _name_batch_dim(graph.output[0])
     graph.name = metadata.get("model", graph.name)
+    # The converter is recorded in the metadata (version.paddle2onnx); the producer is this tool.
+    model.producer_name, model.producer_version = "cnnexport", metadata.get("version.cnnexport", "")
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         model.metadata_props.add(key=key, value=str(value))
@@ -52,10 +55,85 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Weights and compute in float16, the `x` input and `logits` output kept float32 for callers."""
+class NoFp16Form(ValueError):
+    """No fp16 or mixed-precision form of the model keeps top-1 agreement on the photographs."""
+
+
+def _cuts(graph: onnx.GraphProto) -> list[str]:
+    """Values after which the rest of the graph needs nothing else (the one live tensor there), in
+    graph order: where a graph can be split into an fp16 part and an fp32 part."""
+    constants = {i.name for i in graph.initializer}
+    last_use = {name: i for i, node in enumerate(graph.node) for name in node.input if name}
+    live: set[str] = {graph.input[0].name}
+    cuts = []
+    for i, node in enumerate(graph.node):
+        live |= {name for name in node.output if name}
+        live = {name for name in live if last_use.get(name, -1) > i and name not in constants}
+        if len(node.output) == 1 and live == {node.output[0]}:
+            cuts.append(node.output[0])
+    return cuts
+
+
+def _fp16_up_to(model: onnx.ModelProto, cut: str) -> onnx.ModelProto:
+    """The model with everything up to `cut` in fp16 and the rest in fp32 (fp32 input and output)."""
+    from onnx import compose, utils
     from onnxconverter_common import float16
 
+    extractor = utils.Extractor(model)
+    head = float16.convert_float_to_float16(extractor.extract_model([INPUT_NAME], [cut]), keep_io_types=True)
+    tail = compose.add_prefix(extractor.extract_model([cut], [OUTPUT_NAME]), "fp32.")
+    del head.graph.value_info[:], tail.graph.value_info[:]  # shape inference redoes them for the whole
+    mixed = compose.merge_models(head, tail, io_map=[(cut, f"fp32.{cut}")])
+    _rename_value(mixed.graph, f"fp32.{OUTPUT_NAME}", OUTPUT_NAME)
+    mixed.graph.name = model.graph.name
+    mixed.producer_name, mixed.producer_version = model.producer_name, model.producer_version
+    mixed.metadata_props.extend(model.metadata_props)
+    return onnx.shape_inference.infer_shapes(mixed, check_type=True, strict_mode=True)
+
+
+def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: np.ndarray,
+            min_top1: float) -> tuple[onnx.ModelProto, dict]:
+    """The fp16 variant (fp32 `x` and `logits` kept for callers): the whole graph in fp16 if its top-1
+    agreement with `expected` (the eager model's logits) on `photos` is at least `min_top1`;
+    otherwise mixed precision: fp16 up to the latest point of the graph (a value that carries all
+    the rest needs) from which finishing in fp32 keeps agreement, found by bisection. fp16 usually
+    fails at the end of a classifier (logits too small for its range), which this keeps in fp32,
+    tensors included (blocking single nodes in fp16 converters still stores their outputs in fp16).
+    Raises NoFp16Form when no form agrees. Runs ONNX Runtime on the CPU: call it in a child."""
+    from onnxconverter_common import float16
+
+    from .compare import agreement
+
+    def agrees(candidate: onnx.ModelProto) -> bool:
+        figures = agreement(expected, run_onnx(candidate, photos))
+        return figures.finite and figures.top1 >= min_top1
+
     half = float16.convert_float_to_float16(model, keep_io_types=True)
-    onnx.checker.check_model(half, full_check=True)
-    return half
+    if agrees(half):
+        onnx.checker.check_model(half, full_check=True)
+        return half, {"precision": "fp16"}
+    cuts, best, low, high = _cuts(model.graph), None, 0, None
+    high = len(cuts) - 1
+    while low <= high:  # the latest cut that agrees, assuming an earlier one (more fp32) agrees too
+        middle = (low + high) // 2
+        candidate = _fp16_up_to(model, cuts[middle])
+        if agrees(candidate):
+            best, low = (middle, candidate), middle + 1
+        else:
+            high = middle - 1
+    if best is None:
+        raise NoFp16Form(f"neither fp16 nor any fp16-then-fp32 split of the graph keeps top-1 agreement >= "
+                         f"{min_top1:.0%} with the eager model on the photographs")
+    index, mixed = best
+    onnx.checker.check_model(mixed, full_check=True)
+    fp16_nodes = next(i for i, node in enumerate(model.graph.node) if cuts[index] in node.output) + 1
+    return mixed, {"precision": "mixed", "fp32_from": cuts[index], "fp16_nodes": fp16_nodes,
+                   "fp32_nodes": len(model.graph.node) - fp16_nodes}
+
+
+def run_onnx(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
+    """The first output of `model` on `batch`, in ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import CPU_FP32, FINITE_ONLY, FP16, GPU_TF32, Tolerance
+from .artifact import FP16_FILE, LEGACY_PROGRAM, ONNX_FILE
+from .compare import CPU_FP32, FP16, GPU_TF32, Tolerance
 from .errors import BadInput
-from .runtimes import RuntimeSpec, paddle_configs
+from .runtimes import PADDLECLAS_DEPLOY_CONFIG, RuntimeSpec, openvino_available, paddle_configs
 
-ONNX_FILE, FP16_FILE, PADDLE_DIR = "model.onnx", "model.fp16.onnx", "paddle"
 DEFAULT_BATCH_SIZES = {"cpu": (1, 8), "gpu": (1, 8, 64)}
 MAX_BATCH, MAX_THREADS = 512, 1024
 
@@ -69,13 +69,19 @@ class VerifyOptions:
             raise BadInput(f"--batch-sizes must be between 1 and {MAX_BATCH}, not {','.join(map(str, self.batch_sizes))}")
 
 
-def paddle_row(paddle_dir: Path, device: str, threads: int, tolerance: Tolerance, *, timed: bool,
+def paddle_row(model_dir: Path, device: str, threads: int, tolerance: Tolerance, *, timed: bool,
                tensorrt: bool = False, inputs: tuple[str, ...] | None = None) -> Row:
     """Paddle Inference with its configuration fallbacks, best first."""
-    spec = RuntimeSpec("paddle-inference", str(paddle_dir), device, threads)
-    fallbacks = tuple(RuntimeSpec("paddle-inference", str(paddle_dir), device, threads, config)
+    spec = RuntimeSpec("paddle-inference", str(model_dir), device, threads)
+    fallbacks = tuple(RuntimeSpec("paddle-inference", str(model_dir), device, threads, config)
                       for config in paddle_configs(device, tensorrt))
     return Row(spec, tolerance, inputs, timed, "paddle", fallbacks)
+
+
+def paddleclas_row(model_dir: Path, threads: int, tolerance: Tolerance, inputs: tuple[str, ...] | None = None) -> Row:
+    """The legacy program in Paddle Inference as PaddleClas's deploy predictor configures it."""
+    spec = RuntimeSpec("paddle-inference", str(model_dir), "cpu", threads, PADDLECLAS_DEPLOY_CONFIG)
+    return Row(spec, tolerance, inputs, localise="paddle")
 
 
 def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, np.ndarray], *,
@@ -85,8 +91,9 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
     tol, gpu_tol = opts.tolerance(CPU_FP32), opts.tolerance(GPU_TF32)
     rows: list[Row] = []
     if eager:
-        rows.append(paddle_row(root / PADDLE_DIR, paddle_device, opts.threads, tol, tensorrt=tensorrt,
-                               timed=paddle_device == device))
+        rows.append(paddle_row(root, paddle_device, opts.threads, tol, tensorrt=tensorrt, timed=paddle_device == device))
+        if (root / LEGACY_PROGRAM).is_file():
+            rows.append(paddleclas_row(root, opts.threads, tol))
     onnx_path = str(root / ONNX_FILE)
     if (root / ONNX_FILE).is_file():
         def onnx_row(spec, tolerance, timed=False, only=None):
@@ -103,6 +110,11 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
         if opts.reference_evaluator:  # slow: the smallest batch only
             smallest = min(inputs, key=lambda k: len(inputs[k]))
             rows.append(onnx_row(RuntimeSpec("onnx-reference", onnx_path), tol, only=(smallest,)))
+    if openvino_available():
+        if (root / ONNX_FILE).is_file():
+            rows.append(Row(RuntimeSpec("openvino", onnx_path, "cpu", opts.threads), tol, timed=device == "cpu"))
+        if (root / LEGACY_PROGRAM).is_file():  # OpenVINO's Paddle frontend reads only the legacy program
+            rows.append(Row(RuntimeSpec("openvino", str(root / LEGACY_PROGRAM), "cpu", opts.threads), tol))
     if (root / FP16_FILE).is_file():
         # fp16 values never match fp32 ones to alignment tolerance: these rows are not localised.
         photos = tuple(k for k in inputs if k.startswith("photos"))
@@ -113,13 +125,15 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
     return rows + list(opts.extra_rows)
 
 
-def smoke_plan(stage: Path, onnx: bool, fp16: bool) -> list[Row]:
-    """The export's check before an artifact is written: Paddle Inference and ONNX Runtime on one
-    batch, against the eager model. The fp16 variant only has to be finite here; its top-1
-    agreement on real photographs is what `cnnexport verify` checks."""
-    rows = [paddle_row(stage / PADDLE_DIR, "cpu", 0, CPU_FP32, timed=False)]
+def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, photos: tuple[str, ...]) -> dict[str, Row]:
+    """The export's check before an artifact is written, by format: every file it would hold that
+    computes, on the smoke batch against the eager model (the fp16 variant on the photographs, with
+    the top-1 agreement verify asks of it)."""
+    rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=("smoke",))}
+    if legacy:
+        rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=("smoke",))
     if onnx:
-        rows.append(Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32))
+        rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, ("smoke",))
     if fp16:
-        rows.append(Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FINITE_ONLY))
+        rows["onnx-fp16"] = Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FP16, photos)
     return rows

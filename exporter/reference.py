@@ -16,22 +16,11 @@ import numpy as np
 from .artifact import REFERENCE_FILE, ArtifactError, Manifest, atomic_write, sha256
 from .compare import CPU_FP32, judge
 from .device import paddle_available
-from .images import folder_photos, preprocess, random_batch, sample_photos
+from .images import folder_photos, photo_inputs, random_batch, sample_photos
 from .results import RowResult
 
 MULTI_BATCH = 4
 PARITY_SEED = 1
-
-
-def _chunks(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
-    """Split into batches of a static size, the last one padded by repeating its samples."""
-    if not size:
-        return [batch]
-    out = []
-    for start in range(0, len(batch), size):
-        chunk = batch[start:start + size]
-        out.append(np.concatenate([chunk, chunk[np.arange(size - len(chunk)) % len(chunk)]]) if len(chunk) < size else chunk)
-    return out
 
 
 def parity_inputs(manifest: Manifest, images_dir: str | None = None) -> dict[str, np.ndarray]:
@@ -45,9 +34,7 @@ def parity_inputs(manifest: Manifest, images_dir: str | None = None) -> dict[str
     photos = sample_photos()
     if images_dir:
         photos.update(folder_photos(images_dir))
-    for i, chunk in enumerate(_chunks(preprocess(photos, manifest.input), static)):
-        inputs["photos" if not static else f"photos-{i}"] = chunk
-    return inputs
+    return {**inputs, **photo_inputs(photos, manifest.input)}
 
 
 class StaleWeights(Exception):

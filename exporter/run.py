@@ -28,6 +28,7 @@ class Outcome:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     timings: list[Timing] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # input and output names, as the runtime saw them
 
 
 def _failure(spec: RuntimeSpec, err: Exception) -> dict:
@@ -48,7 +49,7 @@ def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | Non
         except (isolate.ChildCrashed, isolate.ChildFailed) as err:
             failed.append(_failure(spec, err))
             continue
-        return Outcome(spec, dict(zip(names, job.outputs)), job.timings, failed)
+        return Outcome(spec, dict(zip(names, job.outputs)), job.timings, failed, job.names)
     return Outcome(None, failed=failed)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifact import LEGACY_PROGRAM, PADDLE_PARAMS, PADDLE_PROGRAM
+
 Infer = Callable[[np.ndarray], np.ndarray]
 
 
@@ -29,6 +31,8 @@ class PaddleConfig:
     onednn: bool = False
     ir_optim: bool = True
     tensorrt: bool = False
+    program: str = PADDLE_PROGRAM   # which program of the model directory: Paddle 3's, or the legacy .pdmodel
+    memory_optim: bool = False
 
     def apply(self, config, threads: int) -> None:
         if self.device == "gpu":
@@ -42,10 +46,13 @@ class PaddleConfig:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(threads)
             if self.onednn:
+                config.set_mkldnn_cache_capacity(10)  # as PaddleClas's deploy predictor: bounded shape cache
                 config.enable_mkldnn()
             else:
                 config.disable_mkldnn()
         config.switch_ir_optim(self.ir_optim)
+        if self.memory_optim:
+            config.enable_memory_optim()
 
 
 # Tried in order until one runs. Paddle Inference 3.3's default CPU path (oneDNN) is reported to
@@ -60,6 +67,13 @@ GPU_PADDLE_CONFIGS = (
     PaddleConfig("gpu", "gpu"),
     PaddleConfig("gpu-no-ir-optim", "gpu", ir_optim=False),
 )
+
+
+# Paddle Inference as PaddleClas's deploy predictor (deploy/utils/predictor.py) configures it on a
+# CPU: oneDNN, IR optimisation, memory optimisation. On Paddle 3.3 memory optimisation fails on a
+# Paddle 3 program (`inference.json`: "Not find predictor_id 0 and pass_name memory_optimize_pass")
+# and works on the legacy one, which PaddleClas 2.6 loads when FLAGS_enable_pir_api=0.
+PADDLECLAS_DEPLOY_CONFIG = PaddleConfig("paddleclas-deploy", onednn=True, program=LEGACY_PROGRAM, memory_optim=True)
 
 
 def paddle_configs(device: str, tensorrt: bool = False) -> tuple[PaddleConfig, ...]:
@@ -78,15 +92,15 @@ def paddle_has_tensorrt() -> bool:
 class RuntimeSpec:
     """Which runtime runs which file on which device, and how. Plain data: it crosses processes."""
 
-    kind: str                   # "paddle-inference" | "onnxruntime" | "onnx-reference"
-    model_path: str             # the paddle/ directory or the .onnx file
+    kind: str                   # "paddle-inference" | "onnxruntime" | "onnx-reference" | "openvino"
+    model_path: str             # the model directory (Paddle), the .onnx file, or (OpenVINO) the .pdmodel
     device: str = "cpu"
     threads: int = 0            # 0: all cores
     paddle_config: PaddleConfig | None = None
     tf32: bool = True           # ONNX Runtime CUDA: TensorFloat-32 matmuls and convs
     cuda_graph: bool = False
     prefer_nhwc: bool = False
-    precision: str = "fp32"     # of the model file: "fp16" for model.fp16.onnx
+    precision: str = "fp32"     # of the model file: "fp16" for inference.fp16.onnx
 
     @property
     def config_name(self) -> str | None:
@@ -100,6 +114,8 @@ class RuntimeSpec:
             extra = f" [{self.paddle_config.name}]"
         elif self.kind == "onnxruntime" and self.device == "gpu" and self.precision == "fp32":
             extra = " [tf32]" if self.tf32 else " [fp32]"
+        elif self.kind == "openvino" and self.model_path.endswith(LEGACY_PROGRAM):
+            extra = " [paddle-frontend]"
         return f"{self.kind}/{self.device}{extra}" + (f" {self.precision}" if self.precision != "fp32" else "")
 
     def to_dict(self) -> dict:
@@ -110,22 +126,26 @@ def default_threads(threads: int) -> int:
     return threads or os.cpu_count() or 1
 
 
-def paddle_model_files(model_dir: str | Path) -> tuple[Path, Path]:
-    """(program, params) of a Paddle inference directory: inference.json on Paddle 3, .pdmodel before."""
+def paddle_model_files(model_dir: str | Path, program: str = PADDLE_PROGRAM) -> tuple[Path, Path]:
+    """(program, params) of a Paddle inference directory: `program` where it is there, or the other
+    format (inference.json on Paddle 3, inference.pdmodel before)."""
     model_dir = Path(model_dir)
-    for program in ("inference.json", "inference.pdmodel"):
-        if (model_dir / program).is_file():
-            return model_dir / program, model_dir / "inference.pdiparams"
-    raise FileNotFoundError(f"no inference.json or inference.pdmodel in {model_dir}")
+    for name in dict.fromkeys((program, PADDLE_PROGRAM, LEGACY_PROGRAM)):
+        if (model_dir / name).is_file():
+            return model_dir / name, model_dir / PADDLE_PARAMS
+    raise FileNotFoundError(f"no {PADDLE_PROGRAM} or {LEGACY_PROGRAM} in {model_dir}")
 
 
 @dataclass
 class Runtime:
-    """An opened runtime: `infer`, and the ways it can be timed on a given batch."""
+    """An opened runtime: `infer`, the ways it can be timed on a given batch, and the model's
+    input and output names as this runtime sees them."""
 
     infer: Infer
     # Timing modes beyond a plain `infer` call (IO binding on a GPU), made for one batch.
     extra_modes: Callable[[np.ndarray], dict[str, Callable[[], object]]] | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
     def timing_modes(self, batch: np.ndarray) -> dict[str, Callable[[], object]]:
         modes = {"run": lambda: self.infer(batch)}
@@ -137,7 +157,7 @@ class Runtime:
 def _open_paddle(spec: RuntimeSpec) -> Runtime:
     from paddle import inference
 
-    program, params = paddle_model_files(spec.model_path)
+    program, params = paddle_model_files(spec.model_path, spec.paddle_config.program)
     config = inference.Config(str(program), str(params))
     config.disable_glog_info()
     spec.paddle_config.apply(config, default_threads(spec.threads))
@@ -151,7 +171,7 @@ def _open_paddle(spec: RuntimeSpec) -> Runtime:
         predictor.run()
         return predictor.get_output_handle(output_name).copy_to_cpu()
 
-    return Runtime(infer)
+    return Runtime(infer, inputs=(input_name,), outputs=(output_name,))
 
 
 def ort_providers(spec: RuntimeSpec) -> list:
@@ -210,7 +230,8 @@ def _open_onnxruntime(spec: RuntimeSpec) -> Runtime:
         def extra(batch):
             return {"iobinding": iobinding_call(spec, batch)[0],
                     "iobinding+cudagraph": iobinding_call(spec, batch, cuda_graph=True)[0]}
-    return Runtime(lambda batch: session.run(None, {input_name: batch})[0], extra)
+    return Runtime(lambda batch: session.run(None, {input_name: batch})[0], extra, (input_name,),
+                   tuple(o.name for o in session.get_outputs()))
 
 
 def _open_reference(spec: RuntimeSpec) -> Runtime:
@@ -221,10 +242,36 @@ def _open_reference(spec: RuntimeSpec) -> Runtime:
     model = onnx.load(spec.model_path)
     evaluator = ReferenceEvaluator(model)
     input_name = model.graph.input[0].name
-    return Runtime(lambda batch: evaluator.run(None, {input_name: batch})[0])
+    return Runtime(lambda batch: evaluator.run(None, {input_name: batch})[0], inputs=(input_name,),
+                   outputs=tuple(o.name for o in model.graph.output))
 
 
-_OPENERS = {"paddle-inference": _open_paddle, "onnxruntime": _open_onnxruntime, "onnx-reference": _open_reference}
+def openvino_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _open_openvino(spec: RuntimeSpec) -> Runtime:
+    """OpenVINO on the CPU, reading the ONNX file or (its Paddle frontend) the legacy program. fp32 asked for explicitly: on CPUs with bf16 or
+    fp16 units OpenVINO would otherwise pick the lower precision itself."""
+    import sys
+
+    # `import openvino` also imports its model-conversion tool, whose telemetry writes
+    # ~/intel/openvino_ga_cid and sends usage data; only the runtime is used here.
+    sys.modules.setdefault("openvino.tools.ovc", None)
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(spec.model_path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": default_threads(spec.threads)})
+    request, output = compiled.create_infer_request(), compiled.output(0)
+    return Runtime(lambda batch: request.infer({0: batch})[output].copy(),
+                   inputs=tuple(i.get_any_name() for i in compiled.inputs),
+                   outputs=tuple(o.get_any_name() for o in compiled.outputs))
+
+
+_OPENERS = {"paddle-inference": _open_paddle, "onnxruntime": _open_onnxruntime, "onnx-reference": _open_reference,
+            "openvino": _open_openvino}
 
 
 def open_runtime(spec: RuntimeSpec) -> Runtime:

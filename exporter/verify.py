@@ -20,13 +20,14 @@ from pathlib import Path
 import click
 
 from . import console
-from .artifact import VERIFY_REPORT, Manifest, finished_artifacts, integrity_problems, locked, sweep_leftovers, write_json
+from .artifact import (ONNX_FILE, PADDLE_PARAMS, VERIFY_REPORT, Manifest, finished_artifacts, integrity_problems, locked,
+                       sweep_leftovers, write_json)
 from .bench import BenchPlan
 from .device import paddle_available, paddle_has_gpu, resolve_device
 from .divergence import changed_weights, localise
 from .errors import BadInput
 from .images import folder_photos
-from .plan import DEFAULT_BATCH_SIZES, ONNX_FILE, PADDLE_DIR, VerifyOptions, verify_plan
+from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, verify_plan
 from .reference import reference_for, stored_reference
 from .report import summary_lines, write_report
 from .results import VerifyReport
@@ -34,7 +35,7 @@ from .run import judge_row, run_row
 from .runtimes import default_threads, paddle_has_tensorrt
 
 # A weights file that fails integrity has its stored weights compared with the model's, by name.
-WEIGHT_FILES = (f"{PADDLE_DIR}/inference.pdiparams", ONNX_FILE)
+WEIGHT_FILES = (PADDLE_PARAMS, ONNX_FILE)
 
 
 def verify_artifact(root: Path, opts: VerifyOptions, device: str,

@@ -51,6 +51,23 @@ def test_a_verified_artifact_is_replaced_by_a_new_export(copy, capsys):
     assert hidden_entries(copy.parent) == []
 
 
+def test_an_artifact_of_the_first_layout_is_named_as_old_and_replaced_by_a_new_export(copy, capsys):
+    """Format 1 kept the Paddle files in paddle/ and named the ONNX file model.onnx."""
+    (copy / "paddle").mkdir()
+    for name in ("inference.json", "inference.pdiparams", "inference.yml"):
+        os.replace(copy / name, copy / "paddle" / name)
+    os.replace(copy / "inference.onnx", copy / "model.onnx")
+    old = json.loads((copy / "manifest.json").read_text())
+    old.update(format="cnnexport-artifact/1", files=describe_files(copy))
+    (copy / "manifest.json").write_text(json.dumps(old))
+    code, _, err = run_cli(capsys, "verify", str(copy), *VERIFY)
+    assert code == 2 and "older cnnexport (cnnexport-artifact/1): export the model again" in err
+    code, _, err = run_cli(capsys, *EXPORT, "--out", str(copy))
+    assert code == 0, err
+    assert not (copy / "paddle").exists() and (copy / "inference.onnx").is_file()
+    assert run_cli(capsys, "verify", str(copy), *VERIFY)[0] == 0
+
+
 def test_a_manifest_listing_a_path_outside_the_artifact_fails_integrity(copy, capsys):
     outside = copy.parent / "outside.txt"
     outside.write_text("secret")
@@ -74,18 +91,18 @@ def test_one_flipped_low_byte_of_a_weight_is_named_though_parity_passes(copy, ca
     from exporter.rewrite import fuse
     fused, _ = fuse(build_model("alexnet_bn", manifest.model["kwargs"], None))
     needle = fused.state_dict()["features.4.weight"].numpy().ravel()[200:204].astype("<f4").tobytes()
-    params = bytearray((copy / "paddle" / "inference.pdiparams").read_bytes())
+    params = bytearray((copy / "inference.pdiparams").read_bytes())
     params[params.index(needle)] ^= 0x01  # the lowest mantissa bit of one float: invisible to parity
-    (copy / "paddle" / "inference.pdiparams").write_bytes(bytes(params))
+    (copy / "inference.pdiparams").write_bytes(bytes(params))
 
     code, out, _ = run_cli(capsys, "verify", str(copy), *VERIFY)
     assert code == 1
     report = json.loads((copy / "verify.json").read_text())
     assert all(row["passed"] for row in report["rows"])
     (change,) = report["changed_weights"]
-    assert change["file"] == "paddle/inference.pdiparams"
+    assert change["file"] == "inference.pdiparams"
     assert [(w["weight"], w["stored_as"]) for w in change["weights"]] == [("features.4.weight", paddle_name)]
-    assert "changed weights in paddle/inference.pdiparams: features.4.weight" in out
+    assert "changed weights in inference.pdiparams: features.4.weight" in out
 
 
 def test_a_damaged_sibling_report_does_not_stop_a_good_verify(copy, capsys):
@@ -107,7 +124,7 @@ def test_artifact_directories_follow_the_umask(tmp_path, capsys, mask, mode):
         os.umask(old)
     assert code == 0, err
     assert (tmp_path / "r").stat().st_mode & 0o777 == mode
-    assert (tmp_path / "r" / "paddle").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "r" / "inference.json").stat().st_mode & 0o777 == mode & 0o666
 
 
 def test_an_empty_directory_may_be_the_target(tmp_path, capsys):

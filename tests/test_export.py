@@ -54,8 +54,8 @@ def test_every_family_exports_and_runs_in_both_runtimes(tmp_path, capsys, name, 
     batches = [random_images(1, size, seed=1), random_images(3, size, seed=2)]
     with paddle.no_grad():
         expected = [eager(paddle.to_tensor(b)).numpy() for b in batches]
-    for row in (paddle_row(out / "paddle", "cpu", 0, CPU_FP32, timed=False),
-                Row(RuntimeSpec("onnxruntime", str(out / "model.onnx")), CPU_FP32)):
+    for row in (paddle_row(out, "cpu", 0, CPU_FP32, timed=False),
+                Row(RuntimeSpec("onnxruntime", str(out / "inference.onnx")), CPU_FP32)):
         for got, want in zip(_outputs_of(row, batches), expected):
             assert got.shape == want.shape
             assert rel_l2(got, want) <= 1e-5, row.spec.kind
@@ -66,7 +66,7 @@ def test_onnx_is_standard_checked_and_self_describing(tmp_path, capsys):
     code, _, err = run_cli(capsys, "vanillanet_5", "--img-size", "32", "--fuse", "--onnx", "--opset", "13",
                            "--out", str(out))
     assert code == 0, err
-    model = onnx.load(out / "model.onnx")
+    model = onnx.load(out / "inference.onnx")
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version == 13
     (inp,), (outp,) = model.graph.input, model.graph.output
@@ -77,8 +77,7 @@ def test_onnx_is_standard_checked_and_self_describing(tmp_path, capsys):
     assert meta["model"] == "vanillanet_5" and meta["fused"] == "true" and meta["num_classes"] == "10"
     assert "mean=[0.485, 0.456, 0.406]" in meta["normalisation"] and meta["input_size"] == "32"
     assert {"version.paddlepaddle", "version.paddle2onnx", "version.onnx", "weights_sha256"} <= set(meta)
-    yml = (out / "paddle" / "inference.yml").read_text()
-    assert "NormalizeImage" in yml and "class_num: 10" in yml
+    assert model.producer_name == "cnnexport" and model.producer_version == meta["version.cnnexport"]
 
 
 def test_fused_vanillanet_graph_is_smaller(tmp_path, capsys):
@@ -102,7 +101,7 @@ def test_static_batch_is_fixed_in_both_formats(tmp_path, capsys):
     assert "static batch 3" in stdout
     manifest = Manifest.load(out)
     assert manifest.input["shape"][0] == 3 and not manifest.input["dynamic_batch"]
-    dims = onnx.load(out / "model.onnx").graph.input[0].type.tensor_type.shape.dim
+    dims = onnx.load(out / "inference.onnx").graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_value == 3
 
 
@@ -111,7 +110,7 @@ def test_json_prints_the_manifest(tmp_path, capsys):
     assert main(["resnet18_cifar", "--img-size", "16", "--out", str(tmp_path / "r"), "--json"]) == 0
     out, err = capsys.readouterr()
     manifest = json.loads(out)
-    assert manifest["model"]["name"] == "resnet18_cifar" and "paddle/inference.pdiparams" in manifest["files"]
+    assert manifest["model"]["name"] == "resnet18_cifar" and "inference.pdiparams" in manifest["files"]
     assert "smoke-parity" in err  # step lines go to stderr, stdout is only JSON
 
 
@@ -123,7 +122,7 @@ def test_reexport_replaces_atomically_and_a_crash_leaves_nothing(tmp_path, capsy
     def crash(*args, **kwargs):
         raise RuntimeError("injected crash after the Paddle step")
 
-    monkeypatch.setattr(export_module, "_convert", crash)
+    monkeypatch.setattr(export_module, "_in_child", crash)
     with pytest.raises(RuntimeError, match="injected"):
         run_cli(capsys, "alexnet_bn", "--img-size", "64", "--onnx", "--out", str(out))
     assert (out / "manifest.json").read_bytes() == first[1]   # the old artifact is untouched
@@ -131,7 +130,7 @@ def test_reexport_replaces_atomically_and_a_crash_leaves_nothing(tmp_path, capsy
 
     monkeypatch.undo()
     assert run_cli(capsys, "alexnet_bn", "--img-size", "64", "--onnx", "--out", str(out))[0] == 0
-    assert (out / "model.onnx").is_file() and (out / "manifest.json").read_bytes() != first[1]
+    assert (out / "inference.onnx").is_file() and (out / "manifest.json").read_bytes() != first[1]
     assert sorted(p.name for p in out.parent.iterdir()) == ["alexnet_bn"]
 
 

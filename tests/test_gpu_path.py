@@ -76,7 +76,7 @@ def test_the_paddle_free_runner_verifies_against_the_bundle(artifact, tmp_path):
 def test_without_paddle_or_bundle_verify_says_what_to_do(artifact, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
-    for name in ("model.onnx", "paddle"):
+    for name in ("inference.onnx", "inference.json", "inference.pdiparams"):
         src = artifact / name
         (bare / name).symlink_to(src, target_is_directory=src.is_dir())
     manifest = Manifest.load(artifact)
@@ -90,7 +90,7 @@ def test_without_paddle_or_bundle_verify_says_what_to_do(artifact, tmp_path):
 
 def test_fp16_keeps_fp32_io_and_agrees_on_real_photographs(verified):
     artifact, report = verified
-    half = onnx.load(artifact / "model.fp16.onnx")
+    half = onnx.load(artifact / "inference.fp16.onnx")
     for value in (half.graph.input[0], half.graph.output[0]):
         assert value.type.tensor_type.elem_type == TensorProto.FLOAT
     assert any(i.data_type == TensorProto.FLOAT16 for i in half.graph.initializer)
@@ -103,13 +103,13 @@ def test_a_broken_fp16_model_fails(artifact, tmp_path):
     import shutil
     broken = tmp_path / "broken"
     shutil.copytree(artifact, broken)
-    model = onnx.load(broken / "model.fp16.onnx")
+    model = onnx.load(broken / "inference.fp16.onnx")
     fc = max((i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16 and len(i.dims) == 2),
              key=lambda i: i.dims[0])  # the classifier
     w = numpy_helper.to_array(fc).copy()
     w[:, 3] = 60000.0  # one class column overflows towards inf: that class wins everywhere, or NaN/Inf
     fc.CopyFrom(numpy_helper.from_array(w, fc.name))
-    onnx.save(model, broken / "model.fp16.onnx")
+    onnx.save(model, broken / "inference.fp16.onnx")
     manifest = Manifest.load(broken)
     manifest.files = describe_files(broken)  # re-hash: a converter bug, not tampering, made this file
     manifest.write(broken)
@@ -140,7 +140,7 @@ def test_paddle_inference_configurations(verified):
     assert [c.name for c in runtimes.paddle_configs("gpu")] == ["gpu", "gpu-no-ir-optim"]
     assert [c.name for c in runtimes.paddle_configs("cpu")][0] == "cpu-onednn"
     from paddle import inference
-    program, params = runtimes.paddle_model_files(artifact / "paddle")
+    program, params = runtimes.paddle_model_files(artifact)
     for config, onednn, ir in ((runtimes.CPU_PADDLE_CONFIGS[0], True, True), (runtimes.CPU_PADDLE_CONFIGS[2], False, False)):
         real = inference.Config(str(program), str(params))
         config.apply(real, threads=2)
@@ -152,7 +152,7 @@ def test_paddle_inference_configurations(verified):
 
 def test_device_resident_timing_path_runs_on_the_cpu_provider(artifact):
     """IO binding is the GPU benchmark's path; on the CPU provider it must give session.run's outputs."""
-    spec = runtimes.RuntimeSpec("onnxruntime", str(artifact / "model.onnx"))
+    spec = runtimes.RuntimeSpec("onnxruntime", str(artifact / "inference.onnx"))
     batch = np.random.default_rng(0).standard_normal((2, 3, 16, 16), dtype=np.float32)
     call, output = iobinding_call(spec, batch)
     call()
@@ -164,13 +164,13 @@ def test_runtime_against_runtime_alignment_finds_the_changed_node(artifact, tmp_
     """What a GPU machine without Paddle localises: one run's values against another's, by node."""
     from exporter.divergence import first_differing_value, onnx_intermediates
 
-    model = onnx.load(artifact / "model.onnx")
+    model = onnx.load(artifact / "inference.onnx")
     conv = [n for n in model.graph.node if n.op_type == "Conv"][5]
     init = next(i for i in model.graph.initializer if i.name == conv.input[1])
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
     onnx.save(model, tmp_path / "changed.onnx")
     batch = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
-    clean = onnx_intermediates(runtimes.RuntimeSpec("onnxruntime", str(artifact / "model.onnx")), batch)
+    clean = onnx_intermediates(runtimes.RuntimeSpec("onnxruntime", str(artifact / "inference.onnx")), batch)
     changed = onnx_intermediates(runtimes.RuntimeSpec("onnxruntime", str(tmp_path / "changed.onnx")), batch)
     assert first_differing_value(clean, clean) is None
     found = first_differing_value(clean, changed)

@@ -43,7 +43,8 @@ def _is_finished(path: Path, fused: bool) -> bool:
 # (where the process dies, which call, extra flags for the driver)
 KILL_POINTS = [
     ("exporter.export:save_paddle", 1, ()),
-    ("exporter.export:_convert:after", 1, ()),
+    ("exporter.export:add_legacy_program:after", 1, ()),       # the legacy program written into staging
+    ("exporter.export:_in_child:after", 1, ()),                # the ONNX file converted
     ("exporter.export:smoke_parity", 1, ()),
     ("exporter.artifact:write_json", 1, ()),                   # the manifest, in staging
     ("exporter.artifact:write_json:after", 1, ()),             # staging complete, not yet swapped

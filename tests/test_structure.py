@@ -84,7 +84,7 @@ def test_a_runtime_added_through_the_plan_is_run_judged_timed_and_reported(tmp_p
     assert run_cli(capsys, "resnet18_cifar", "--weights", str(weights), "--img-size", "8", "--fuse", "--onnx",
                    "--out", str(art))[0] == 0
     label = "tests.custom_runtimes:open_plain_callable/cpu"
-    row = Row(RuntimeSpec("tests.custom_runtimes:open_plain_callable", str(art / "model.onnx")), CPU_FP32, timed=True)
+    row = Row(RuntimeSpec("tests.custom_runtimes:open_plain_callable", str(art / "inference.onnx")), CPU_FP32, timed=True)
     opts = VerifyOptions(batch_sizes=(1, 2), reference_evaluator=False, extra_rows=(row,))
 
     report = verify_artifact(art, opts, "cpu")

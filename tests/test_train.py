@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
+import yaml
 
 import models
 from exporter import cifar, train
@@ -272,6 +273,9 @@ def test_each_family_trains_and_writes_its_run(tmp_path, tiny, name, size, epoch
     assert main([name, "--weights", str(run_dir / "final_model.pdparams"), "--img-size", str(size),
                  "--fuse", "--onnx", "--out", str(artifact)]) == 0
     assert main(["verify", str(artifact), "--no-bench", "--no-reference-evaluator"]) == 0
+    # ... and its deploy config names the classes as the tarball's batches.meta does.
+    deploy = yaml.safe_load((artifact / "inference.yml").read_text())
+    assert deploy["PostProcess"]["Topk"]["label_list"] == config["data"]["label_names"] == list(read_cifar_tarball(tiny).label_names)
 
 
 def test_knobs_anneal_to_their_deploy_value(tmp_path, tiny):

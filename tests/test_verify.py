@@ -65,7 +65,7 @@ def test_verify_passes_on_every_family_and_writes_reports(verified):
         for row in report["rows"]:
             assert row["worst"]["rel_l2"] <= 1e-5 and row["worst"]["top1"] == 1.0
         assert {(t["runtime"], t["batch"]) for t in report["timings"]} == {
-            (r, b) for r in ("paddle-inference", "onnxruntime") for b in (1, 2)}
+            (r, b) for r in ("paddle-inference", "onnxruntime", "openvino") for b in (1, 2)}
         manifest = Manifest.load(artifact)
         assert "reference.npz" in manifest.files  # the bundle is covered by the manifest's hashes
 
@@ -95,15 +95,15 @@ def test_tampered_onnx_weight_fails_and_divergence_names_the_layer(verified, tmp
     _, root = verified
     art = _copy(root, name, tmp_path)
     manifest = Manifest.load(art)
-    model = onnx.load(art / "model.onnx")
+    model = onnx.load(art / "inference.onnx")
     weight_name = next(p for p, s in manifest.paddle_param_names.items() if s == owner)
     init = next(i for i in model.graph.initializer if i.name == weight_name)
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2.0, weight_name))
-    onnx.save(model, art / "model.onnx")
+    onnx.save(model, art / "inference.onnx")
 
     code, out, _ = run_cli(capsys, "verify", str(art), "--no-bench")
     assert code == 1
-    assert "model.onnx has changed since it was written" in out
+    assert "inference.onnx has changed since it was written" in out
     report = json.loads((art / "verify.json").read_text())
     failed = {r["runtime"] for r in report["rows"] if not r["passed"]}
     assert {"onnxruntime/cpu", "onnx-reference/cpu"} <= failed
@@ -119,7 +119,7 @@ def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified,
     art = _copy(root, "alexnet_dy-fused", tmp_path)
     manifest = Manifest.load(art)
     paddle_name, owner = next((p, s) for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
-    params = (art / "paddle" / "inference.pdiparams").read_bytes()
+    params = (art / "inference.pdiparams").read_bytes()
     from exporter.export import build_model
     from exporter.rewrite import fuse
     fused, _ = fuse(build_model("alexnet_dy", manifest.model["kwargs"], manifest.weights["path"]))
@@ -128,11 +128,11 @@ def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified,
     offset = params.index(needle)
     tampered = bytearray(params)
     tampered[offset + 3] ^= 0x40       # the exponent byte of one float: a large change
-    (art / "paddle" / "inference.pdiparams").write_bytes(bytes(tampered))
+    (art / "inference.pdiparams").write_bytes(bytes(tampered))
 
     code, out, _ = run_cli(capsys, "verify", str(art), "--no-bench", "--no-reference-evaluator")
     assert code == 1
-    assert "paddle/inference.pdiparams has changed since it was written" in out
+    assert "inference.pdiparams has changed since it was written" in out
     report = json.loads((art / "verify.json").read_text())
     paddle_row = next(r for r in report["rows"] if r["runtime"].startswith("paddle-inference"))
     assert not paddle_row["passed"]
@@ -144,7 +144,7 @@ def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified,
 def test_a_runtime_that_aborts_is_reported_and_the_others_still_run(verified, tmp_path):
     _, root = verified
     art = _copy(root, "orthonet18-fused", tmp_path)
-    crashing = Row(runtimes.RuntimeSpec("tests.custom_runtimes:open_aborting", str(art / "model.onnx")), CPU_FP32)
+    crashing = Row(runtimes.RuntimeSpec("tests.custom_runtimes:open_aborting", str(art / "inference.onnx")), CPU_FP32)
     report = verify_artifact(art, VerifyOptions(bench=False, reference_evaluator=False, extra_rows=(crashing,)), "cpu")
     rows = {r.runtime: r for r in report.rows}
     crashed = rows["tests.custom_runtimes:open_aborting/cpu"]
@@ -156,7 +156,7 @@ def test_a_runtime_that_aborts_is_reported_and_the_others_still_run(verified, tm
 
 def test_paddle_inference_falls_back_when_a_configuration_crashes(verified):
     _, root = verified
-    paddle_dir = str(root / "orthonet18-fused" / "paddle")
+    paddle_dir = str(root / "orthonet18-fused")
     fallback = runtimes.CPU_PADDLE_CONFIGS[1]
     row = Row(runtimes.RuntimeSpec("paddle-inference", paddle_dir), CPU_FP32, fallbacks=tuple(
         runtimes.RuntimeSpec("paddle-inference", paddle_dir, paddle_config=config)

@@ -1,0 +1,85 @@
+"""Parity of one artifact per family in every stack that deploys it, on the photographs, against the
+eager model: verify's rows (Paddle Inference as-is and as PaddleClas configures it, ONNX Runtime,
+OpenVINO on ONNX and on the legacy program) and the stacks' own predictors (PaddleClas's
+ClsPredictor, PaddleX's image-classification predictor, each with its own preprocessing from
+inference.yml and the photographs as PNG files). Default input sizes, randomised weights.
+
+    python benchmarks/deploy_stacks.py [--out DIR] [--models a,b]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import paddle
+from PIL import Image
+from tabulate import tabulate
+
+import models
+from exporter.cli import main as cnnexport
+from exporter.images import sample_photos
+from models.fusion import perturb
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def figures(got, want: np.ndarray) -> str:
+    got = np.asarray(got, np.float64)
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    top1 = float((got.argmax(1) == want.argmax(1)).mean())
+    return f"{rel:.1e} / {top1:.0%}"
+
+
+def stack_runs(stack: str, artifacts: list[Path], photo_dir: Path, scratch: Path) -> dict:
+    results = scratch / f"{stack}.json"
+    subprocess.run([sys.executable, "-m", "tests.deploy_consumers", stack, str(results), str(photo_dir),
+                    *map(str, artifacts)], cwd=REPO, check=True, capture_output=True)
+    return json.loads(results.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="where the artifacts go (default: a temporary directory)")
+    parser.add_argument("--models", default=",".join(models.family_info(f).representative
+                                                     for f in models.list_families()))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.out or scratch)
+        photo_dir = Path(scratch) / "photos"
+        photo_dir.mkdir()
+        for i, (name, image) in enumerate(sample_photos().items()):
+            Image.fromarray(image).save(photo_dir / f"{i}-{name}.png")  # lossless: the pixels verify uses
+        artifacts = []
+        for name in args.models.split(","):
+            paddle.seed(7)
+            weights = Path(scratch) / f"{name}.pdparams"
+            paddle.save(perturb(models.create(name)).state_dict(), str(weights))
+            artifact = root / f"{name}-fused"
+            assert cnnexport([name, "--weights", str(weights), "--fuse", "--onnx", "--out", str(artifact)]) == 0
+            assert cnnexport(["verify", str(artifact), "--no-bench", "--no-reference-evaluator"]) == 0
+            artifacts.append(artifact)
+        consumers = {stack: stack_runs(stack, artifacts, photo_dir, Path(scratch)) for stack in ("paddleclas", "paddlex")}
+        table = []
+        for artifact in artifacts:
+            with np.load(artifact / "reference.npz", allow_pickle=False) as bundle:
+                want = bundle["output:photos"].astype(np.float64)
+            report = json.loads((artifact / "verify.json").read_text())
+            row = {"artifact": artifact.name}
+            for r in report["rows"]:
+                row[r["runtime"]] = f"{r['batches']['photos']['rel_l2']:.1e} / {r['batches']['photos']['top1']:.0%}"
+            for stack, runs in consumers.items():
+                for mode, run in runs[artifact.name].items():
+                    row[f"{stack} {mode}"] = figures(run["logits"], want)
+            table.append(row)
+        columns = list(dict.fromkeys(k for row in table for k in row))
+        print("rel L2 / top-1 agreement with the eager model on the 8 photographs (- : not available)")
+        print(tabulate([[row.get(c, "-") for c in columns] for row in table], headers=columns, tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()
