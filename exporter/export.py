@@ -165,9 +165,8 @@ def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
 
 def save_legacy_program(name: str, kwargs: dict, weights: str | None, fused: bool, directory: str,
                         input_shape: list) -> None:
-    """The same model saved as a legacy program (inference.pdmodel) into `directory`. Runs in a child:
-    Paddle chooses the program format once, when it is imported (FLAGS_enable_pir_api)."""
-    os.environ["FLAGS_enable_pir_api"] = "0"
+    """The same model saved as a legacy program (inference.pdmodel) into `directory`. Runs in a child
+    started with FLAGS_enable_pir_api=0: Paddle chooses the program format once, when it is imported."""
     save_paddle(build_model(name, kwargs, weights, fused), Path(directory), input_shape)
 
 
@@ -179,9 +178,11 @@ def add_legacy_program(opts: ExportOptions, kwargs: dict, stage: Path, input_sha
     try:
         try:
             isolate.call_isolated(save_legacy_program, opts.model, kwargs, opts.weights, opts.fuse, str(scratch),
-                                  input_shape, what="legacy program")
+                                  input_shape, what="legacy program", env={"FLAGS_enable_pir_api": "0"})
         except (isolate.ChildCrashed, isolate.ChildFailed) as err:
             return _error_line(str(err))
+        if not (scratch / LEGACY_PROGRAM).is_file():
+            return f"Paddle wrote no {LEGACY_PROGRAM} (FLAGS_enable_pir_api=0 did not take effect)"
         if not filecmp.cmp(scratch / PADDLE_PARAMS, stage / PADDLE_PARAMS, shallow=False):
             return "its parameters file differs from the Paddle 3 program's"
         os.replace(scratch / LEGACY_PROGRAM, stage / LEGACY_PROGRAM)
@@ -311,6 +312,10 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
               **photo_inputs(sample_photos(), input_spec)}
     with paddle.no_grad():
         expected = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+    broken = [k for k, v in expected.items() if not np.isfinite(v).all()]
+    if broken:  # every runtime would be judged against NaN: say where the fault is
+        raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
+                           "weights: check the weights (or the input size) before exporting")
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
 
     target = opts.target()

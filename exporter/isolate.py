@@ -9,6 +9,7 @@ child dies with its parent, even when the parent is killed with SIGKILL.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -105,8 +106,25 @@ def _start_whole(proc) -> None:
             signal.raise_signal(sig)
 
 
-def call_isolated(fn: Callable, *args, what: str | None = None, timeout: float | None = None, **kwargs) -> Any:
-    """fn(*args, **kwargs) in a spawned child; `fn` and its arguments must be picklable."""
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    """os.environ with `variables` set, restored on exit (a spawned child copies it when it starts)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def call_isolated(fn: Callable, *args, what: str | None = None, timeout: float | None = None,
+                  env: dict[str, str] | None = None, **kwargs) -> Any:
+    """fn(*args, **kwargs) in a spawned child; `fn` and its arguments must be picklable. `env`: variables
+    the child's interpreter starts with (set before it imports anything, even the parent's __main__)."""
     what = what or getattr(fn, "__name__", "child")
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
@@ -116,7 +134,8 @@ def call_isolated(fn: Callable, *args, what: str | None = None, timeout: float |
         proc = ctx.Process(target=_child_main, daemon=True,
                            args=(sender, _InheritedFd(log.fileno()), os.getpid(), fn, args, kwargs))
         try:
-            _start_whole(proc)
+            with _environment(env or {}):
+                _start_whole(proc)
             sender.close()
             try:
                 if timeout is not None and not receiver.poll(timeout):

@@ -178,3 +178,32 @@ def test_unfused_vanillanet_mid_training_exports_exactly(tmp_path):
     model.change_act(0.4)
     model.eval()
     assert _export_and_compare(model, 32, tmp_path) <= 1e-5
+
+
+def test_weights_whose_model_computes_nan_are_named_before_any_runtime_is_blamed(tmp_path, capsys):
+    model = models.create("alexnet_bn", img_size=64)
+    state = model.state_dict()
+    last = [k for k in state if k.endswith("weight")][-1]  # the classifier: its sums overflow to Inf
+    state[last] = paddle.full_like(state[last], 3e38)
+    paddle.save(state, str(tmp_path / "w.pdparams"))
+    code, _, err = run_cli(capsys, "alexnet_bn", "--weights", str(tmp_path / "w.pdparams"), "--img-size", "64",
+                           "--out", str(tmp_path / "a"))
+    assert code == 1 and "the eager model itself outputs NaN or Inf" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_legacy_program_is_written_when_the_callers_main_module_imports_paddle(tmp_path):
+    """A spawned child re-imports the caller's __main__ before anything else; the legacy program's
+    flag must already be in its environment then (a script that imports paddle, as users' do)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, subprocess_env
+    script = tmp_path / "export_it.py"
+    script.write_text("import paddle\nfrom exporter.cli import main\n\nif __name__ == '__main__':\n"
+                      f"    raise SystemExit(main(['alexnet_bn', '--img-size', '64', '--out', {str(tmp_path / 'a')!r}]))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO,
+                          env=subprocess_env(tmp_path / "tmp"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "a" / "inference.pdmodel").is_file()
+    assert Manifest.load(tmp_path / "a").formats["paddle-legacy"]["program"] == "inference.pdmodel"
