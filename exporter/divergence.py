@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import isolate
-from .compare import rel_l2
 from .artifact import PADDLE_PARAMS, Manifest
+from .compare import rel_l2
 from .plan import Row
 from .runtimes import RuntimeSpec, ort_session, paddle_model_files
 

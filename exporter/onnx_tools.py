@@ -112,8 +112,8 @@ def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: np.ndarray,
     if agrees(half):
         onnx.checker.check_model(half, full_check=True)
         return half, {"precision": "fp16"}
-    cuts, best, low, high = _cuts(model.graph), None, 0, None
-    high = len(cuts) - 1
+    cuts, best = _cuts(model.graph), None
+    low, high = 0, len(cuts) - 1
     while low <= high:  # the latest cut that agrees, assuming an earlier one (more fp32) agrees too
         middle = (low + high) // 2
         candidate = _fp16_up_to(model, cuts[middle])
