@@ -16,7 +16,7 @@ import models
 from exporter.artifact import DEPLOY_CONFIG, LEGACY_PROGRAM, ONNX_FILE, Manifest
 from exporter.export import build_model
 from exporter.images import preprocess, sample_photos
-from exporter.runtimes import RuntimeSpec, open_runtime
+from exporter.runtimes import RuntimeSpec, open_runtime, paddle_configs
 from tests.helpers import FAMILY_VARIANTS, REPO, perturb, rel_l2, run_cli, small_size, subprocess_env
 
 SIZES = {name: (small_size(name) if models.model_info(name).family != "orthonet" else 16)
@@ -135,7 +135,7 @@ def test_openvino_runs_both_formats_at_any_batch_and_manifest_names_the_real_ten
     for name, artifact in artifacts.items():
         manifest = Manifest.load(artifact)
         paddle_runtime = open_runtime(RuntimeSpec("paddle-inference", str(artifact),
-                                                  paddle_config=_default_paddle_config()))
+                                                  paddle_config=paddle_configs("cpu")[0]))
         assert (paddle_runtime.inputs[0], paddle_runtime.outputs[0]) == (
             manifest.formats["paddle"]["input"], manifest.formats["paddle"]["output"])
         files = [artifact / ONNX_FILE] + ([artifact / LEGACY_PROGRAM] if (artifact / LEGACY_PROGRAM).is_file() else [])
@@ -147,11 +147,6 @@ def test_openvino_runs_both_formats_at_any_batch_and_manifest_names_the_real_ten
             for n in (1, 3):
                 x = np.random.default_rng(n).standard_normal((n, 3, size, size), dtype=np.float32)
                 _assert_agrees(runtime.infer(x), paddle_runtime.infer(x), f"{name} openvino {fmt} batch {n}")
-
-
-def _default_paddle_config():
-    from exporter.runtimes import paddle_configs
-    return paddle_configs("cpu")[0]
 
 
 def test_fp16_keeps_the_tail_in_fp32_where_fp16_underflows_and_verify_passes_it(tmp_path, capsys):
