@@ -18,22 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from PIL import Image
 from tabulate import tabulate
 
 import models
 from exporter.cli import main as cnnexport
-from exporter.images import sample_photos
+from exporter.compare import agreement
+from exporter.images import save_photos
 from models.fusion import perturb
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def figures(got, want: np.ndarray) -> str:
-    got = np.asarray(got, np.float64)
-    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
-    top1 = float((got.argmax(1) == want.argmax(1)).mean())
-    return f"{rel:.1e} / {top1:.0%}"
+    found = agreement(want, np.asarray(got))
+    return f"{found.rel_l2:.1e} / {found.top1:.0%}"
 
 
 def stack_runs(stack: str, artifacts: list[Path], photo_dir: Path, scratch: Path) -> dict:
@@ -53,8 +51,7 @@ def main() -> None:
         root = Path(args.out or scratch)
         photo_dir = Path(scratch) / "photos"
         photo_dir.mkdir()
-        for i, (name, image) in enumerate(sample_photos().items()):
-            Image.fromarray(image).save(photo_dir / f"{i}-{name}.png")  # lossless: the pixels verify uses
+        save_photos(photo_dir)
         artifacts = []
         for name in args.models.split(","):
             paddle.seed(7)

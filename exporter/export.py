@@ -10,7 +10,6 @@ import filecmp
 import json
 import os
 import platform
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -191,11 +190,15 @@ def add_legacy_program(opts: ExportOptions, kwargs: dict, stage: Path, input_sha
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _last_error_line(text: str) -> str | None:
+    """The last line of a child's error or log that names an error: Paddle's dy2static errors open
+    with "In transformed code:" and end with the exception; converters log theirs last."""
+    return next((line.strip() for line in reversed(text.splitlines()) if "rror" in line), None)
+
+
 def _error_line(text: str, limit: int = 240) -> str:
-    """The line of a child's error that says what went wrong: Paddle's dy2static errors open with
-    "In transformed code:" and end with the exception."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = next((line for line in reversed(lines) if re.match(r"\w*(Error|Exception)\b", line)), lines[0] if lines else "")
+    """What went wrong, in one line of at most `limit` characters."""
+    line = _last_error_line(text) or next((line.strip() for line in text.splitlines() if line.strip()), "")
     return line if len(line) <= limit else line[:limit] + "..."
 
 
@@ -374,5 +377,5 @@ def _in_child(fn: Callable, *args, what: str):
     try:
         return isolate.call_isolated(fn, *args, what=what)
     except (isolate.ChildCrashed, isolate.ChildFailed) as err:
-        errors = [line for line in err.log_tail.splitlines() if "rror" in line]
-        raise ExportFailed(f"{what} failed: {err}" + (f" ({errors[-1].strip()})" if errors else "")) from None
+        logged = _last_error_line(err.log_tail)
+        raise ExportFailed(f"{what} failed: {err}" + (f" ({logged})" if logged else "")) from None

@@ -41,6 +41,16 @@ def sample_photos(names=SAMPLE_PHOTOS) -> dict[str, np.ndarray]:
     return {name: _rgb(getattr(data, name)()) for name in names}
 
 
+def save_photos(directory: Path) -> None:
+    """The photographs as PNG files (lossless: whoever decodes them gets the very pixels verify
+    uses), named so that their sorted order is `sample_photos`' order: for a deploy stack's own
+    predictor, which reads image files."""
+    from PIL import Image
+
+    for i, (name, image) in enumerate(sample_photos().items()):
+        Image.fromarray(image).save(Path(directory) / f"{i}-{name}.png")
+
+
 def _decode(path: Path) -> np.ndarray:
     """HWC uint8 RGB of one image file, fully decoded and checked."""
     from PIL import Image

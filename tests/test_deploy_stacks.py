@@ -10,12 +10,11 @@ import numpy as np
 import paddle
 import pytest
 import yaml
-from PIL import Image
 
 import models
 from exporter.artifact import DEPLOY_CONFIG, LEGACY_PROGRAM, ONNX_FILE, Manifest
 from exporter.export import build_model
-from exporter.images import preprocess, sample_photos
+from exporter.images import preprocess, sample_photos, save_photos
 from exporter.runtimes import RuntimeSpec, open_runtime, paddle_configs
 from tests.helpers import FAMILY_VARIANTS, REPO, perturb, rel_l2, run_cli, small_size, subprocess_env
 
@@ -46,10 +45,8 @@ def artifacts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photo_files(tmp_path_factory):
-    """The photographs as PNG files (lossless: the stacks decode the very pixels verify used)."""
     directory = tmp_path_factory.mktemp("photos")
-    for i, (name, image) in enumerate(sample_photos().items()):
-        Image.fromarray(image).save(directory / f"{i}-{name}.png")
+    save_photos(directory)
     return directory
 
 

@@ -146,12 +146,17 @@ def test_the_knob_walker_finds_each_knob_where_it_is():
         assert set_knob(model, "act_learn", 0.5) == set_knob(model, "temperature", 30) == 0
 
 
-def test_setting_act_learn_changes_vanillanet_and_1_lets_it_fuse():
+def _perturbed_in_eval(name: str, size: int):
+    """A model with non-trivial weights in eval mode, an input batch, and its output on it."""
     paddle.seed(0)
-    model = perturb(models.create("vanillanet_5", img_size=32))
+    model = perturb(models.create(name, img_size=size))
     model.eval()
-    x = paddle.to_tensor(random_images(2, 32))
-    deploy = model(x).numpy()
+    x = paddle.to_tensor(random_images(2, size))
+    return model, x, model(x).numpy()
+
+
+def test_setting_act_learn_changes_vanillanet_and_1_lets_it_fuse():
+    model, x, deploy = _perturbed_in_eval("vanillanet_5", 32)
     assert set_knob(model, "act_learn", 0.5) == 4
     assert rel_l2(model(x).numpy(), deploy) > 0.01  # a leaky ReLU between the convs, not the identity
     with pytest.raises(FuseError, match="act_learn == 1, but it is 0.5"):
@@ -163,11 +168,7 @@ def test_setting_act_learn_changes_vanillanet_and_1_lets_it_fuse():
 
 
 def test_setting_the_temperature_changes_every_router_of_alexnet_dy():
-    paddle.seed(0)
-    model = perturb(models.create("alexnet_dy", img_size=64))
-    model.eval()
-    x = paddle.to_tensor(random_images(2, 64))
-    at_1 = model(x).numpy()
+    model, x, at_1 = _perturbed_in_eval("alexnet_dy", 64)
     assert set_knob(model, "temperature", 30.0) == 3
     assert [router.temperature for router in knob_layers(model, "temperature")] == [30.0] * 3
     assert rel_l2(model(x).numpy(), at_1) > 0.01  # flatter routing weights mix the experts differently
