@@ -52,6 +52,9 @@ VERIFY_REPORT = "verify.json"    # written by every verify run: about the artifa
 REFERENCE_FILE = "reference.npz"  # written by verify: a cache of the eager model's outputs
 PADDLE_PROGRAM, LEGACY_PROGRAM, PADDLE_PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
 DEPLOY_CONFIG, ONNX_FILE, FP16_FILE = "inference.yml", "inference.onnx", "inference.fp16.onnx"
+# Where the model comes from: the zoo, `module.path:callable` (rebuilt by importing it), or an
+# imported Paddle inference directory (no eager model).
+MODEL_SOURCES = ("zoo", "callable", "paddle-inference")
 FORMAT = "cnnexport-artifact/2"  # 1: the Paddle files in paddle/, the ONNX file named model.onnx
 _FORMATS_OF_OURS = ("cnnexport-artifact/1", FORMAT)
 # Files verify writes into an artifact after the export: an artifact holding them (or
@@ -110,6 +113,7 @@ def validate_manifest(manifest, path: Path) -> None:
              "`model.name` and `model.family` must be strings")
     _require(isinstance(model.get("kwargs"), dict) and isinstance(model.get("fused"), bool), path,
              "`model.kwargs` must be an object and `model.fused` a boolean")
+    _require(model.get("source", "zoo") in MODEL_SOURCES, path, f"`model.source` must be one of {', '.join(MODEL_SOURCES)}")
     weights = _section(manifest, "weights", path)
     _require(weights.get("path") is None or isinstance(weights.get("path"), str), path,
              "`weights.path` must be a string or null")
@@ -150,7 +154,7 @@ class Manifest:
     is one top-level section of the JSON; the properties are what the rest of the code reads.
     """
 
-    model: dict                      # name, family, kwargs (num_classes, img_size, seed_compat), fused
+    model: dict                      # name, family, kwargs (the zoo's, or the callable's), fused, source
     weights: dict                    # path, sha256, init_seed
     input: dict                      # name, shape, dtype, layout, color, scale, mean, std, dynamic_batch
     output: dict                     # name, shape
@@ -202,6 +206,11 @@ class Manifest:
     @property
     def name(self) -> str:
         return self.model["name"]
+
+    @property
+    def imported(self) -> bool:
+        """An imported Paddle inference directory: Paddle Inference on its program is the reference."""
+        return self.model.get("source") == "paddle-inference"
 
     @property
     def fused(self) -> bool:

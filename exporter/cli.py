@@ -11,6 +11,7 @@ its ONNX Runtime side on a machine without Paddle.
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -63,6 +64,31 @@ def list_command(pattern, as_json):
         headers=["model", "family", "input", "classes", "params", "GFLOPs"], colalign=("left", "left")))
 
 
+def _json_object(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as err:
+        raise click.BadParameter(f"{value!r} is not JSON ({err})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"{value!r} is not a JSON object of keyword arguments")
+    return parsed
+
+
+def _three_numbers(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers) or (param.name == "std" and min(numbers) <= 0):
+        raise click.BadParameter(f"{value!r} is not three finite numbers R,G,B"
+                                 + (" above 0" if param.name == "std" else ""))
+    return numbers
+
+
 @cli.command("export")
 @click.argument("model", required=False)
 @click.option("--all", "all_models", is_flag=False, flag_value="all", default=None, metavar="[NAMES]",
@@ -79,10 +105,20 @@ def list_command(pattern, as_json):
 @click.option("--out", type=click.Path(file_okay=False), help="Artifact directory (default artifacts/<model>[-fused]).")
 @click.option("--labels", type=click.Path(dir_okay=False),
               help="Class names for inference.yml, one per line (default: the training run's, if the weights come from one).")
+@click.option("--model-kwargs", callback=_json_object, metavar="JSON",
+              help='module:callable models: the callable\'s keyword arguments, e.g. \'{"num_classes": 10}\'.')
+@click.option("--mean", callback=_three_numbers, metavar="R,G,B",
+              help="module:callable models: the input normalisation's mean on 0..1 RGB (default ImageNet's).")
+@click.option("--std", callback=_three_numbers, metavar="R,G,B",
+              help="module:callable models: the input normalisation's std (default ImageNet's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (step lines go to stderr).")
 def export_command(model, all_models, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset,
-                   static_batch, fp16, out, labels, as_json):
-    """Rewrite (--fuse) and export MODEL to Paddle's inference format (and ONNX with --onnx)."""
+                   static_batch, fp16, out, labels, model_kwargs, mean, std, as_json):
+    """Rewrite (--fuse) and export MODEL to Paddle's inference format (and ONNX with --onnx).
+
+    MODEL is a zoo name (`cnnexport list`) or `module.path:callable`, any importable callable that
+    returns a paddle.nn.Layer (importing it runs its code).
+    """
     console.load_paddle()
     import models
 
@@ -94,7 +130,7 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
     if len(names) > 1 and (weights or img_size or out or labels):
         raise BadInput("--weights, --img-size, --out and --labels apply to one model: export models one by one for those")
     plan = [ExportOptions(name, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset, static_batch,
-                          fp16, out, labels) for name in names]
+                          fp16, out, labels, model_kwargs, mean, std) for name in names]
     for opts in plan:
         validate(opts)  # an unknown name or a target that may not be replaced fails before any export starts
     failures = []

@@ -45,7 +45,7 @@ def _bad_input_types() -> tuple[type[Exception], ...]:
     types: list[type[Exception]] = [BadInput]  # ArtifactError is one
     if "models" in sys.modules:  # only if a command got as far as importing the zoo
         import models
-        types += [models.UnknownModelError, models.InputSizeError, models.WeightsError]
+        types += [models.UnknownModelError, models.InputSizeError, models.WeightsError, models.ExternalModelError]
     return tuple(types)
 
 

@@ -5,7 +5,9 @@ Three views, in graph order:
   intermediate values (every node output exposed to ONNX Runtime), aligned in order by shape and
   value (`first_divergence`);
 - weights: the parameters stored in an artifact (ONNX initializers, Paddle's inference.pdiparams)
-  against the eager model's, through the Paddle-name -> state-dict-name map in the manifest;
+  against the eager model's, through the Paddle-name -> state-dict-name map in the manifest; for
+  an imported program (no eager model), inference.pdiparams against the ONNX initializers of the
+  same name;
 - runtime against runtime: ONNX Runtime on the GPU against ONNX Runtime on the CPU, value by value
   (what is left to compare on a GPU machine without Paddle).
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import isolate
-from .artifact import PADDLE_PARAMS, Manifest
+from .artifact import ONNX_FILE, PADDLE_PARAMS, Manifest
 from .compare import rel_l2
 from .plan import Row
 from .runtimes import RuntimeSpec, ort_session, paddle_model_files
@@ -173,7 +175,9 @@ def localise(row: Row, label: str, manifest: Manifest, eager_model, batch: np.nd
     spec = dataclasses.replace(row.spec, kind="onnxruntime") if row.localise == "onnx" else row.spec
     result: dict = {"runtime": label}
     try:
-        if row.localise == "paddle":
+        if row.localise == "stored-weights":
+            result["weights"] = stored_weight_differences(Path(spec.model_path).parent)
+        elif row.localise == "paddle":
             stored = isolate.call_isolated(paddle_weights, spec.model_path, list(names), what="read inference.pdiparams")
             result["weights"] = weight_differences(stored, names, state_dict_arrays(eager_model))
         elif eager_model is None:
@@ -188,6 +192,14 @@ def localise(row: Row, label: str, manifest: Manifest, eager_model, batch: np.nd
     except (isolate.ChildCrashed, isolate.ChildFailed) as err:
         result["error"] = str(err)
     return result
+
+
+def stored_weight_differences(root: Path) -> list[dict]:
+    """An imported program's parameters (inference.pdiparams, read by Paddle) that differ from the
+    ONNX initializers of the same name (paddle2onnx keeps the names of the weights it does not fold)."""
+    initializers = onnx_weights(str(root / ONNX_FILE))
+    stored = isolate.call_isolated(paddle_weights, str(root), list(initializers), what=f"read {PADDLE_PARAMS}")
+    return weight_differences(stored, {name: name for name in stored}, initializers)
 
 
 def changed_weights(root: Path, rel: str, manifest: Manifest, eager_model) -> dict:

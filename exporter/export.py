@@ -37,6 +37,7 @@ INIT_SEED = 0                 # models exported without --weights are built afte
 SMOKE_BATCH = 2
 SMOKE_SEED = 0
 TOPK = 5
+EXTERNAL_FAMILY = "external"  # the manifest's family for a module:callable model
 
 
 @dataclass
@@ -53,18 +54,53 @@ class ExportOptions:
     fp16: bool = False
     out: str | None = None
     labels: str | None = None   # a text file, one class name per line
+    model_kwargs: dict | None = None                  # module:callable models: the callable's arguments
+    mean: tuple[float, float, float] | None = None    # module:callable models: the input normalisation
+    std: tuple[float, float, float] | None = None
     artifacts_root: str = "artifacts"
 
+    @property
+    def external(self) -> bool:
+        """A module:callable model."""
+        from models.external import is_callable_spec
+        return is_callable_spec(self.model)
+
+    @property
+    def imported(self) -> bool:
+        """A directory holding a Paddle inference model (or a path that is meant to be one)."""
+        return not self.external and ("/" in self.model or Path(self.model).exists())
+
     def target(self) -> Path:
-        return Path(self.out) if self.out else Path(self.artifacts_root) / artifact_name(self.model, self.fuse)
+        if self.out:
+            return Path(self.out)
+        if self.imported:
+            stem = Path(self.model).resolve().name
+        else:
+            stem = self.model.rpartition(":")[2].rpartition(".")[2] if self.external else self.model
+        return Path(self.artifacts_root) / artifact_name(stem, self.fuse)
 
 
 def validate(opts: ExportOptions) -> None:
     """Reject bad input before any work: one clear reason each."""
     import models
+    from models import external
     from models.registry import MAX_CLASSES, MAX_INPUT_SIZE
 
-    models.model_info(opts.model)  # an unknown name, with close matches
+    if opts.imported:
+        from .imported import validate_import
+        validate_import(opts)
+    elif opts.external:
+        if opts.img_size is None:
+            raise BadInput(f"{opts.model} is not a zoo model: give the input side it takes with --img-size")
+        if opts.num_classes is not None or opts.seed_compat:
+            raise BadInput("--num-classes and --seed-compat are for the zoo's models: pass your callable's own "
+                           "arguments with --model-kwargs")
+        external.resolve(opts.model)  # a module that does not import, a name that is not callable
+    else:
+        models.model_info(opts.model)  # an unknown name, with close matches
+        if opts.model_kwargs is not None or opts.mean or opts.std:
+            raise BadInput("--model-kwargs, --mean and --std are for module:callable models; the zoo's models take "
+                           "--num-classes and --img-size")
     _check_range("--img-size", opts.img_size, 1, MAX_INPUT_SIZE)
     _check_range("--num-classes", opts.num_classes, 1, MAX_CLASSES)
     _check_range("--static-batch", opts.static_batch, 1, MAX_STATIC_BATCH)
@@ -137,19 +173,39 @@ class _Steps:
         return result
 
 
-def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = False):
-    """The eager model as the manifest describes it, in eval mode (fused if asked)."""
+def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = False, img_size: int | None = None):
+    """The eager model as the manifest describes it (a zoo name or module:callable, and the keyword
+    arguments it is built with), in eval mode; fused if asked, tracing a forward pass at `img_size`."""
     import paddle
 
     import models
+    from models import external
     from .rewrite import fuse
 
     paddle.seed(INIT_SEED)
-    model = models.create(name, **kwargs)
+    model = external.build(name, kwargs) if external.is_callable_spec(name) else models.create(name, **kwargs)
     if weights:
         models.load_weights(model, weights)
     model.eval()
-    return fuse(model)[0] if fused else model
+    return fuse(model, img_size)[0] if fused else model
+
+
+def eager_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
+    """The model's [N, classes] output on `batch`; a forward that fails or returns anything else is
+    bad input (a module:callable model may not take the size given, or may not be a classifier)."""
+    import paddle
+
+    try:
+        with paddle.no_grad():
+            out = model(paddle.to_tensor(batch))
+    except Exception as err:
+        raise BadInput(f"{name}: the forward pass fails on a {list(batch.shape)} input ({type(err).__name__}: "
+                       f"{_error_line(str(err), 200)}): give the --img-size it takes") from None
+    if not isinstance(out, paddle.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
+        what = f"a tensor of shape {list(out.shape)}" if isinstance(out, paddle.Tensor) else f"a {type(out).__name__}"
+        raise BadInput(f"{name}: the forward pass returns {what}; cnnexport exports classifiers, whose output is one "
+                       "[N, classes] tensor")
+    return out.numpy()
 
 
 def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
@@ -166,7 +222,7 @@ def save_legacy_program(name: str, kwargs: dict, weights: str | None, fused: boo
                         input_shape: list) -> None:
     """The same model saved as a legacy program (inference.pdmodel) into `directory`. Runs in a child
     started with FLAGS_enable_pir_api=0: Paddle chooses the program format once, when it is imported."""
-    save_paddle(build_model(name, kwargs, weights, fused), Path(directory), input_shape)
+    save_paddle(build_model(name, kwargs, weights, fused, input_shape[-1]), Path(directory), input_shape)
 
 
 def add_legacy_program(opts: ExportOptions, kwargs: dict, stage: Path, input_shape: list) -> str | None:
@@ -202,14 +258,14 @@ def _error_line(text: str, limit: int = 240) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-def inference_yml(kwargs: dict, input_spec: dict, labels: list[str] | None, model: str) -> str:
+def inference_yml(input_spec: dict, num_classes: int, labels: list[str] | None, model: str) -> str:
     """The deploy config in the schema PaddleClas (deploy/python/preprocess.py, postprocess.py) and
     PaddleX (image_classification processors) read, computing exactly what verify checks: a PIL
     bilinear resize to S x S, x * scale - mean over std on HWC, CHW, top-k with the class names."""
     import yaml
 
-    size = kwargs["img_size"]
-    topk = {"topk": min(TOPK, kwargs["num_classes"]), **({"label_list": labels} if labels else {})}
+    size = input_spec["shape"][-1]
+    topk = {"topk": min(TOPK, num_classes), **({"label_list": labels} if labels else {})}
     config = {
         "PreProcess": {"transform_ops": [
             {"ResizeImage": {"size": [size, size], "backend": "pil", "interpolation": "bilinear"}},
@@ -256,17 +312,19 @@ def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: np.n
     return {**info, "size": os.path.getsize(fp16_path)}
 
 
-def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool):
-    """Every file of the artifact that computes, against the eager model (`plan.smoke_plan`), through
-    the runner and the judge that verify uses; raise if one disagrees. Returns the records and, per
-    format, the input and output names its runtime saw."""
+def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, paddle: bool = True):
+    """Every file of the artifact that computes, against the reference (`plan.smoke_plan`; the Paddle
+    programs only when the reference is not Paddle Inference on them), through the runner and the
+    judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
+    and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
     records, names = [], {}
-    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, photos).items():
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, photos, paddle).items():
         outcome = run_row(row, inputs, None)
         result = judge_row(row, outcome, expected)
         if not result.passed:
-            raise ExportFailed(f"smoke parity against the eager model failed: {result.runtime}: "
+            raise ExportFailed(f"smoke parity against the {'eager model' if paddle else 'Paddle program'} failed: "
+                               f"{result.runtime}: "
                                + "; ".join(result.failures))
         names[fmt] = {"input": outcome.names[0][0], "output": outcome.names[1][0]}
         records.append({"runtime": result.runtime, "inputs": list(result.batches), **result.worst,
@@ -274,68 +332,156 @@ def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: 
     return records, names
 
 
-def onnx_metadata(opts: ExportOptions, info, kwargs: dict, weights_sha: str | None) -> dict[str, str]:
+def onnx_metadata(opts: ExportOptions, prepared: Prepared, num_classes: int) -> dict[str, str]:
     """What the ONNX file says about itself (metadata_props), for whoever deploys it."""
-    size = kwargs["img_size"]
-    return {"model": opts.model, "family": info.family, "fused": str(opts.fuse).lower(),
+    spec, model = prepared.input_spec, prepared.model
+    size = spec["shape"][-1]
+    return {"model": model["name"], "family": model["family"], "fused": str(model["fused"]).lower(),
             "input": f"x float32 NCHW [{opts.static_batch or 'batch'},3,{size},{size}]",
-            "input_size": str(size), "num_classes": str(kwargs["num_classes"]),
-            "normalisation": f"x = (rgb/255 - mean) / std; mean={list(info.mean)} std={list(info.std)}",
-            "seed_compat": str(opts.seed_compat).lower(), "weights_sha256": weights_sha or "none (fresh init)",
+            "input_size": str(size), "num_classes": str(num_classes),
+            "normalisation": f"x = (rgb/255 - mean) / std; mean={spec['mean']} std={spec['std']}",
+            **{f"kwargs.{k}": json.dumps(v) for k, v in model["kwargs"].items()},
+            "weights_sha256": prepared.weights["sha256"] or "none (fresh init)",
             **{f"version.{k}": v for k, v in versions().items()}}
 
 
-def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
-    """Run the export; returns the manifest. Raises BadInput, WeightsError, ExportFailed."""
-    import paddle
-
+def model_description(opts: ExportOptions) -> tuple[str, dict, int, tuple, tuple]:
+    """(family, the keyword arguments the model is built with, input side, mean, std): the zoo's
+    registry data, or for a module:callable model the user's --model-kwargs, --img-size, --mean
+    and --std (ImageNet's normalisation by default, as paddle.vision.models and PaddleClas use)."""
     import models
-    from .rewrite import fuse as fuse_model
+    from models.registry import IMAGENET_MEAN, IMAGENET_STD
 
-    validate(opts)
+    if opts.external:
+        return (EXTERNAL_FAMILY, dict(opts.model_kwargs or {}), opts.img_size, opts.mean or IMAGENET_MEAN,
+                opts.std or IMAGENET_STD)
     info = models.model_info(opts.model)
     kwargs = {"num_classes": info.num_classes if opts.num_classes is None else opts.num_classes,
               "img_size": info.input_size if opts.img_size is None else opts.img_size,
               "seed_compat": opts.seed_compat}
-    size, batch_dim = kwargs["img_size"], opts.static_batch
-    labels, labels_from = class_names(opts, kwargs["num_classes"])
-    input_spec = {"name": "x", "shape": [batch_dim, 3, size, size], "dtype": "float32", "layout": "NCHW",
-                  "color": "RGB", "scale": 1 / 255, "mean": list(info.mean), "std": list(info.std),
-                  "dynamic_batch": batch_dim is None}
+    return info.family, kwargs, kwargs["img_size"], info.mean, info.std
+
+
+@dataclass
+class Prepared:
+    """What a front end (a model built here, or an imported Paddle inference directory) hands
+    `write_artifact`: the manifest's description of the model, the parity inputs and what the
+    artifact must compute on them, and how to put the Paddle programs into the staging directory."""
+
+    model: dict                        # the manifest's `model` section
+    weights: dict                      # the manifest's `weights` section
+    input_spec: dict
+    inputs: dict[str, np.ndarray]
+    # (Paddle name -> state-dict name, why no legacy program or None) for a staging directory
+    write_programs: Callable[[Path], tuple[dict[str, str], str | None]]
+    # the deploy config's text for the staging directory, and where its class names come from
+    deploy_config: Callable[[int], tuple[str, str]]
+    expected: dict[str, np.ndarray] | None = None   # None: Paddle Inference on the written programs is the reference
+    labels: list[str] | None = None
+    rewrite: dict | None = None
+
+
+def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
+    """Run the export; returns the manifest. Raises BadInput, WeightsError, ExportFailed."""
+    validate(opts)
     steps = _Steps(report)
+    prepared = prepare_import(opts) if opts.imported else prepare_model(opts, steps, report)
+    return write_artifact(opts, prepared, steps, report)
+
+
+def prepare_import(opts: ExportOptions) -> Prepared:
+    """An imported Paddle inference directory: its files copied in as they are, Paddle Inference on
+    them the reference, its own deploy config kept (or one written from the options)."""
+    from .imported import copy_programs, describe_import
+
+    found = describe_import(opts)
+    config, spec, name = found["config"], found["input_spec"], found["model"]["name"]
+
+    def deploy_config(num_classes: int) -> tuple[str, str]:
+        if config:
+            return config["text"], f"{opts.model}'s own inference.yml (copied as it is)"
+        return inference_yml(spec, num_classes, None, name), "none (the directory has no deploy config)"
+
+    return Prepared(model=found["model"], weights=found["weights"], input_spec=spec, inputs=parity_batches(spec),
+                    write_programs=lambda stage: copy_programs(found["program"], found["params"], stage),
+                    deploy_config=deploy_config, labels=config.get("labels"))
+
+
+def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], None]) -> Prepared:
+    """A zoo or module:callable model: built (and fused) here; its eager outputs are the reference."""
+    from .rewrite import FuseError, fuse as fuse_model
+
+    family, kwargs, size, mean, std = model_description(opts)
+    batch_dim = opts.static_batch
+    input_spec = {"name": "x", "shape": [batch_dim, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                  "color": "RGB", "scale": 1 / 255, "mean": list(mean), "std": list(std),
+                  "dynamic_batch": batch_dim is None}
     model = steps.run("build", build_model, opts.model, kwargs, opts.weights,
                       detail=lambda m: f"{opts.model} ({_params(m):,} params, "
                                        f"{'weights ' + str(opts.weights) if opts.weights else 'fresh weights, seed 0'})")
+    inputs = parity_batches(input_spec)
+    expected = {k: eager_logits(model, v, opts.model) for k, v in inputs.items()}
+    num_classes = expected["smoke"].shape[1]
+    labels, labels_from = class_names(opts, num_classes)
     deploy_model, summary = model, None
     if opts.fuse:
-        deploy_model, summary = steps.run("fuse", fuse_model, model, size, detail=lambda r: r[1].lines()[0])
+        try:
+            deploy_model, summary = steps.run("fuse", fuse_model, model, size, detail=lambda r: r[1].lines()[0])
+        except FuseError as err:
+            raise ExportFailed(f"--fuse: {err}") from None
         for line in summary.lines()[1:]:
             report(f"{'':<22}{line}")
-    inputs = {"smoke": random_batch(batch_dim or SMOKE_BATCH, size, SMOKE_SEED),
-              **photo_inputs(sample_photos(), input_spec)}
-    with paddle.no_grad():
-        expected = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
     broken = [k for k, v in expected.items() if not np.isfinite(v).all()]
     if broken:  # every runtime would be judged against NaN: say where the fault is
         raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
                            "weights: check the weights (or the input size) before exporting")
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
-
-    target = opts.target()
-    with staged_directory(target, on_wait=report) as stage:
-        shape = [batch_dim, 3, size, size]
+    def write_programs(stage: Path) -> tuple[dict[str, str], str | None]:
+        shape = list(input_spec["shape"])  # paddle.jit.save's InputSpec writes -1 into the list it is given
         names = steps.run("paddle-save", save_paddle, deploy_model, stage, shape,
                           detail=lambda _: f"{PADDLE_PROGRAM} ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
         no_legacy = steps.run("paddle-legacy", add_legacy_program, opts, kwargs, stage, shape,
                               detail=lambda why: f"{LEGACY_PROGRAM}" if why is None else f"not written: {why}")
-        (stage / DEPLOY_CONFIG).write_text(inference_yml(kwargs, input_spec, labels, opts.model))
+        return names, no_legacy
+
+    return Prepared(
+        model={"name": opts.model, "family": family, "kwargs": kwargs, "fused": opts.fuse,
+               "source": "callable" if opts.external else "zoo"},
+        weights={"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
+                 "init_seed": None if opts.weights else INIT_SEED},
+        input_spec=input_spec, inputs=inputs, write_programs=write_programs,
+        deploy_config=lambda classes: (inference_yml(input_spec, classes, labels, opts.model), labels_from),
+        expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None)
+
+
+def parity_batches(input_spec: dict) -> dict[str, np.ndarray]:
+    """The export's check inputs: a seeded random batch and the photographs, at the artifact's shape."""
+    batch_dim, size = input_spec["shape"][0], input_spec["shape"][-1]
+    return {"smoke": random_batch(batch_dim or SMOKE_BATCH, size, SMOKE_SEED), **photo_inputs(sample_photos(), input_spec)}
+
+
+def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, report: Callable[[str], None]) -> Manifest:
+    """The artifact, assembled in a staging directory that replaces the target only once every
+    file that computes agrees with the reference (the eager model, or Paddle Inference on an
+    imported program)."""
+    inputs, input_spec, batch_dim = prepared.inputs, prepared.input_spec, prepared.input_spec["shape"][0]
+    target = opts.target()
+    with staged_directory(target, on_wait=report) as stage:
+        names, no_legacy = prepared.write_programs(stage)
+        expected, reference_names = prepared.expected, None
+        if expected is None:
+            expected, reference_names = steps.run("reference", paddle_reference, stage, inputs,
+                                                  detail=lambda r: "Paddle Inference on the imported program")
+        num_classes = next(iter(expected.values())).shape[1]
+        text, labels_from = prepared.deploy_config(num_classes)
+        (stage / DEPLOY_CONFIG).write_text(text)
         report(f"{'deploy-config':<22}{DEPLOY_CONFIG} (class names: {labels_from})")
         onnx_info = None
         if opts.onnx:
             program, params = paddle_model_files(stage)
             onnx_info = steps.run(
                 "onnx", _in_child, convert_to_onnx, str(program), str(params), str(stage / ONNX_FILE), opts.opset,
-                onnx_metadata(opts, info, kwargs, weights_sha), what="paddle2onnx",
+                onnx_metadata(opts, prepared, num_classes), what="paddle2onnx",
                 detail=lambda i: f"{ONNX_FILE} (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
                                  f"{i['size'] / 2**20:.1f} MiB)")
         if opts.fp16:
@@ -346,8 +492,12 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
                 detail=lambda i: f"{FP16_FILE} ({i['precision']}, {i['size'] / 2**20:.1f} MiB)")
         parity, io_names = steps.run(
             "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16,
+            reference_names is None,
             detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in r[0]))
-        formats = {"paddle": {"program": PADDLE_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle"]},
+        for fmt in ("paddle", "paddle-legacy"):  # an imported program's names, as its reference run saw them
+            io_names.setdefault(fmt, reference_names)
+        program = paddle_model_files(stage)[0].name
+        formats = {"paddle": {"program": program, "params": PADDLE_PARAMS, **io_names["paddle"]},
                    "paddle-legacy": ({"program": LEGACY_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle-legacy"]}
                                      if no_legacy is None else {"not_written": no_legacy})}
         if opts.onnx:
@@ -355,16 +505,32 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
         if opts.fp16:
             formats["onnx-fp16"] = {"file": FP16_FILE, "precision": onnx_info["fp16"]["precision"], **io_names["onnx-fp16"]}
         manifest = Manifest(
-            model={"name": opts.model, "family": info.family, "kwargs": kwargs, "fused": opts.fuse},
-            weights={"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
-                     "init_seed": None if opts.weights else INIT_SEED},
-            input=input_spec, output={"shape": [batch_dim, kwargs["num_classes"]], "labels": labels},
-            rewrite=summary.to_dict() if summary else None, paddle_param_names=names, formats=formats,
+            model=prepared.model, weights=prepared.weights, input=input_spec,
+            output={"shape": [batch_dim, num_classes], "labels": prepared.labels},
+            rewrite=prepared.rewrite, paddle_param_names=names, formats=formats,
             onnx=onnx_info, smoke_parity=parity, versions=versions(), timings=steps.timings,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), files=describe_files(stage))
         manifest.write(stage)
     report(f"{'written':<14}{'':8}{target}/ ({'dynamic batch' if batch_dim is None else f'static batch {batch_dim}'})")
     return manifest
+
+
+def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Paddle Inference's outputs on the programs in `stage` (an imported model has no eager one),
+    with its input and output names; run as verify runs it, in a child."""
+    from .compare import CPU_FP32
+    from .plan import paddle_row
+
+    outcome = run_row(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs, None)
+    if outcome.ran is None:
+        raise BadInput("Paddle Inference cannot run the imported program ("
+                       + "; ".join(f"{f.get('config')}: {_error_line(f['error'], 160)}" for f in outcome.failed)
+                       + "): check that the directory holds a complete Paddle inference model")
+    bad = [k for k, v in outcome.outputs.items() if v.ndim != 2 or not np.isfinite(v).all()]
+    if bad:
+        raise BadInput(f"the imported program's output on the {bad[0]} input is not finite [N, classes] logits "
+                       f"(shape {list(outcome.outputs[bad[0]].shape)}): cnnexport imports image classifiers")
+    return outcome.outputs, {"input": outcome.names[0][0], "output": outcome.names[1][0]}
 
 
 def _params(model) -> int:

@@ -32,7 +32,9 @@ class Row:
     inputs: tuple[str, ...] | None = None      # the parity inputs it runs; None: all of them
     timed: bool = False                        # timed when verify benchmarks
     localise: str | None = None                # where a failure is traced: "onnx" (the graph's values and
-                                               # initializers), "paddle" (inference.pdiparams); None: not
+                                               # initializers), "paddle" (inference.pdiparams), "stored-weights"
+                                               # (an imported program's parameters against the ONNX
+                                               # initializers); None: not
     fallbacks: tuple[RuntimeSpec, ...] = ()    # tried in order in place of `spec`, until one runs
 
     @property
@@ -85,9 +87,11 @@ def paddleclas_row(model_dir: Path, threads: int, tolerance: Tolerance, inputs: 
 
 
 def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, np.ndarray], *,
-                eager: bool, paddle_device: str = "cpu", tensorrt: bool = False) -> list[Row]:
+                eager: bool, imported: bool = False, paddle_device: str = "cpu", tensorrt: bool = False) -> list[Row]:
     """Every row for the artifact at `root` on `device`. Without the eager model (`eager` False: no
-    Paddle here) there is no Paddle row, and only GPU rows can be localised (against the CPU)."""
+    Paddle here, or an imported program, whose Paddle Inference run is the reference) there is no
+    Paddle row; an imported program's failing rows are traced to its stored weights, and otherwise
+    only GPU rows can be localised (against the CPU)."""
     tol, gpu_tol = opts.tolerance(CPU_FP32), opts.tolerance(GPU_TF32)
     rows: list[Row] = []
     if eager:
@@ -97,8 +101,8 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
     onnx_path = str(root / ONNX_FILE)
     if (root / ONNX_FILE).is_file():
         def onnx_row(spec, tolerance, timed=False, only=None):
-            localised = eager or spec.device == "gpu"
-            return Row(spec, tolerance, only, timed, "onnx" if localised else None)
+            localised = "onnx" if eager or spec.device == "gpu" else "stored-weights" if imported else None
+            return Row(spec, tolerance, only, timed, localised)
 
         rows.append(onnx_row(RuntimeSpec("onnxruntime", onnx_path, "cpu", opts.threads), tol, device == "cpu"))
         if device == "gpu":
@@ -125,12 +129,14 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
     return rows + list(opts.extra_rows)
 
 
-def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, photos: tuple[str, ...]) -> dict[str, Row]:
+def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, photos: tuple[str, ...],
+               paddle: bool = True) -> dict[str, Row]:
     """The export's check before an artifact is written, by format: every file it would hold that
     computes, on the smoke batch against the eager model (the fp16 variant on the photographs, with
-    the top-1 agreement verify asks of it)."""
-    rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=("smoke",))}
-    if legacy:
+    the top-1 agreement verify asks of it). `paddle` False: the reference is Paddle Inference on the
+    programs themselves (an imported model), so they are not checked against it."""
+    rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=("smoke",))} if paddle else {}
+    if legacy and paddle:
         rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=("smoke",))
     if onnx:
         rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, ("smoke",))

@@ -57,11 +57,22 @@ def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> tuple[di
         if sha256(path) != weights["sha256"]:
             raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
     model = build_model(manifest.name, manifest.model["kwargs"], weights["path"])
-    fused, _ = fuse(model)
+    fused, _ = fuse(model, manifest.img_size)
     with paddle.no_grad():
         plain = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
         folded = {k: fused(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
     return plain, folded, fused if manifest.fused else model
+
+
+def paddle_side(root: Path, manifest: Manifest, inputs: dict) -> tuple[dict, list[RowResult], object, str]:
+    """The reference outputs where Paddle is installed, the checks made on the way, the eager model
+    in the artifact's form (None for an imported program) and what the reference is: the eager
+    model, or for an imported Paddle inference directory, Paddle Inference on its program."""
+    if manifest.imported:
+        from .export import paddle_reference
+        return paddle_reference(root, inputs)[0], [], None, "Paddle Inference (imported program)"
+    plain, folded, eager_model = eager_outputs(manifest, inputs)
+    return plain, [judge("eager-fused/cpu", plain, folded, CPU_FP32)], eager_model, "eager (unfused)"
 
 
 def read_bundle(path: Path, manifest: Manifest) -> tuple[dict, dict]:
@@ -93,7 +104,7 @@ def read_bundle(path: Path, manifest: Manifest) -> tuple[dict, dict]:
     return inputs, outputs
 
 
-def write_bundle(root: Path, manifest: Manifest, inputs: dict, outputs: dict) -> None:
+def write_bundle(root: Path, manifest: Manifest, inputs: dict, outputs: dict, source: str) -> None:
     """Store parity inputs and eager outputs, and cover the file with the manifest's hashes."""
     import paddle
 
@@ -105,7 +116,7 @@ def write_bundle(root: Path, manifest: Manifest, inputs: dict, outputs: dict) ->
 
     atomic_write(root / REFERENCE_FILE, save)
     manifest.reference = {"file": REFERENCE_FILE, "batches": {k: list(v.shape) for k, v in inputs.items()},
-                          "source": f"eager model, unfused (paddle {paddle.__version__})",
+                          "source": f"{source} (paddle {paddle.__version__})",
                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     manifest.cover(root, REFERENCE_FILE)
     manifest.write(root)
@@ -149,11 +160,11 @@ def reference_for(root: Path, manifest: Manifest, images: str | None, problems: 
     if paddle_available():
         inputs = parity_inputs(manifest, images)
         try:
-            plain, folded, eager_model = eager_outputs(manifest, inputs)
+            plain, rows, eager_model, source = paddle_side(root, manifest, inputs)
         except StaleWeights as err:
             problems["weights"] = why_not_eager = str(err)
         else:
-            rows, notes = [judge("eager-fused/cpu", plain, folded, CPU_FP32)], []
+            notes = []
             stale, stored = problems.pop(REFERENCE_FILE, None), None
             if REFERENCE_FILE in manifest.files and not stale:
                 try:
@@ -164,9 +175,9 @@ def reference_for(root: Path, manifest: Manifest, images: str | None, problems: 
                                                                     for k, v in inputs.items()):
                 rows.append(judge("reference-bundle", plain, stored[1], CPU_FP32))
             elif not problems:  # never bless a tampered artifact by hashing it into the manifest
-                write_bundle(root, manifest, inputs, plain)
+                write_bundle(root, manifest, inputs, plain, source)
                 if stale:
                     notes.append(f"{REFERENCE_FILE} was rewritten from the eager model ({stale})")
-            return Reference(inputs, plain, "eager (unfused)", eager_model, tuple(rows), tuple(notes))
+            return Reference(inputs, plain, source, eager_model, tuple(rows), tuple(notes))
     inputs, outputs = stored_reference(root, manifest, why_not_eager)
     return Reference(inputs, outputs, f"reference bundle ({(manifest.reference or {}).get('source', REFERENCE_FILE)})")

@@ -61,7 +61,7 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
                             static_batch=manifest.static_batch) if opts.bench else None)
     eager = ref.eager_model is not None
     paddle_device = "gpu" if device == "gpu" and eager and paddle_has_gpu() else "cpu"
-    rows = verify_plan(root, device, opts, ref.inputs, eager=eager, paddle_device=paddle_device,
+    rows = verify_plan(root, device, opts, ref.inputs, eager=eager, imported=manifest.imported, paddle_device=paddle_device,
                        tensorrt=paddle_device == "gpu" and paddle_has_tensorrt())
 
     results, timings, failed = list(ref.rows), [], []
@@ -134,6 +134,9 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
         manifest = Manifest.load(path)
         if not paddle_available():
             stored_reference(path, manifest)
+        elif manifest.model.get("source") == "callable":  # its module must import here to rebuild the model
+            from models.external import resolve
+            resolve(manifest.name)
     if images:
         folder_photos(images)  # unreadable images: exit 2 before any work
     device = resolve_device(device)

@@ -17,9 +17,11 @@ from . import moganet  # noqa: E402,F401
 from . import orthonet  # noqa: E402,F401
 from . import softpool  # noqa: E402,F401
 from . import vanillanet  # noqa: E402,F401
+from .external import ExternalModelError  # noqa: E402
 from .registry import (FamilyInfo, InputSizeError, ModelInfo, UnknownModelError, create,  # noqa: E402
                        family_info, list_families, list_models, model_info)
 from .weights import WeightsError, load_weights, read_state_dict, save_weights  # noqa: E402
 
 __all__ = ["create", "list_models", "model_info", "list_families", "family_info", "load_weights", "save_weights",
-           "read_state_dict", "ModelInfo", "FamilyInfo", "InputSizeError", "UnknownModelError", "WeightsError"]
+           "read_state_dict", "ModelInfo", "FamilyInfo", "InputSizeError", "UnknownModelError", "WeightsError",
+           "ExternalModelError"]

@@ -144,6 +144,62 @@ def tiny_cifar(tmp: Path) -> Path:
 
 # ----------------------------------------------------------------------------- the table
 
+def module_file(tmp: Path, name: str, text: str) -> str:
+    """A user's module in the working directory (importable from there, as cnnexport imports it)."""
+    (tmp / f"{name}.py").write_text(text)
+    return name
+
+
+BYO = [  # bring your own model: module:callable and Paddle inference directories
+    ("callable-no-module", lambda t: ["no_such_module_xyz:build", "--img-size", "32"], "cannot import no_such_module_xyz"),
+    ("callable-module-raises", lambda t: [module_file(t, "raising_net", "raise RuntimeError('broken on import')")
+                                          + ":build", "--img-size", "32"], "cannot import raising_net"),
+    ("callable-no-attribute", lambda t: ["paddle.vision.models:resnet999", "--img-size", "32"],
+     "has no attribute 'resnet999'"),
+    ("callable-not-callable", lambda t: ["math:pi", "--img-size", "32"], "math:pi is a float, not a callable"),
+    ("callable-not-a-layer", lambda t: [module_file(t, "numbers_net", "def build():\n    return 42\n") + ":build",
+                                        "--img-size", "32"], "returned a int, not a paddle.nn.Layer"),
+    ("callable-call-fails", lambda t: ["paddle.vision.models:resnet18", "--model-kwargs", '{"depth_x": 3}',
+                                       "--img-size", "32"], "failed (TypeError"),
+    ("callable-forward-fails", lambda t: ["paddle.vision.models:LeNet", "--img-size", "32"],
+     "paddle.vision.models:LeNet: the forward pass fails on a [2, 3, 32, 32] input"),
+    ("callable-not-a-classifier", lambda t: ["paddle.vision.models:resnet18", "--model-kwargs",
+                                             '{"num_classes": 0, "with_pool": false}', "--img-size", "32"],
+     "the forward pass returns a tensor of shape [2, 512, 1, 1]"),
+    ("callable-without-size", lambda t: ["paddle.vision.models:resnet18"], "give the input side it takes with --img-size"),
+    ("callable-num-classes", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--num-classes", "10"],
+     "pass your callable's own arguments with --model-kwargs"),
+    ("model-kwargs-not-json", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--model-kwargs", "{num: 1"],
+     "is not JSON"),
+    ("model-kwargs-not-object", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--model-kwargs", "[1]"],
+     "is not a JSON object of keyword arguments"),
+    ("model-kwargs-on-zoo", lambda t: ["alexnet_bn", "--model-kwargs", "{}"], "are for module:callable models"),
+    ("mean-not-three", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--mean", "0.5,0.5"],
+     "is not three finite numbers"),
+    ("std-zero", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--std", "0.2,0,0.2"],
+     "is not three finite numbers R,G,B above 0"),
+    ("import-dir-without-model", lambda t: [str(user_files(t))], "holds no Paddle inference model"),
+    ("import-missing-path", lambda t: [str(t / "no" / "such")], "is not a directory"),
+    ("import-params-without-program", lambda t: [str(_with(user_files(t), "model.pdiparams", b"\0" * 64))],
+     "holds no Paddle inference model"),
+    ("import-without-size", lambda t: [str(_with(_with(user_files(t), "model.json", b"{}"), "model.pdiparams", b""))],
+     "has no inference.yml saying the input size: give --img-size"),
+    ("import-bad-deploy-config", lambda t: [str(_with(_with(_with(user_files(t), "model.json", b"{}"),
+                                                            "model.pdiparams", b""), "inference.yml", b"a: [1"))],
+     "is not a PaddleClas/PaddleX deploy config"),
+    ("import-program-garbage", lambda t: [str(_with(_with(user_files(t), "model.json", b"{not a program"),
+                                                    "model.pdiparams", b"")), "--img-size", "32"],
+     "Paddle Inference cannot run the imported program"),
+    ("import-with-fuse", lambda t: [str(_with(_with(user_files(t), "model.json", b"{}"), "model.pdiparams", b"")),
+                                    "--img-size", "32", "--fuse"], "--fuse does not apply to an imported"),
+]
+
+
+def _with(folder: Path, name: str, blob: bytes) -> Path:
+    (folder / name).write_bytes(blob)
+    return folder
+
+
 EXPORT = [
     ("unknown-model", lambda t: ["vanillanet5"], "unknown model 'vanillanet5': did you mean vanillanet_5"),
     ("size-not-multiple", lambda t: ["vanillanet_5", "--img-size", "100"], "this architecture takes multiples of 32"),
@@ -289,7 +345,7 @@ LIST = [
     ("list-unknown-option", lambda t: ["list", "--bogus"], "No such option '--bogus'"),
 ]
 
-CASES = EXPORT + VERIFY + TRAIN + LIST
+CASES = EXPORT + BYO + VERIFY + TRAIN + LIST
 
 
 def test_the_table_is_large_enough():

@@ -1,0 +1,166 @@
+"""`cnnexport DIR`: import a model that is already a Paddle inference directory, as `paddle.jit.save`,
+PaddleClas's `export_model.py` and PaddleX write it (`NAME.json` or `NAME.pdmodel` beside
+`NAME.pdiparams`, and their `inference.yml` where there is one).
+
+There is no eager model: the artifact holds the original program and parameters (renamed to the
+flat layout's `inference.*`), and Paddle Inference on them is the reference every other format is
+judged against. The deploy config is the directory's own `inference.yml` when it has one (its
+input size and normalisation are read from it), else one written from `--img-size`, `--mean` and
+`--std`. Every file is checked before use: the config is YAML of the PaddleClas/PaddleX schema
+and a bounded size, and the program is first run by Paddle Inference in a child process, so a
+crafted file that crashes Paddle is a refusal, not our death.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .artifact import LEGACY_PROGRAM, PADDLE_PARAMS, PADDLE_PROGRAM, sha256
+from .errors import BadInput
+
+DEPLOY_CONFIG_NAME = "inference.yml"
+MAX_CONFIG_BYTES = 1 << 20
+IMPORTED_FAMILY = "paddle-inference"  # the manifest's family for an imported directory
+
+
+def find_program(directory: Path) -> tuple[Path, Path]:
+    """(program, params): the one `NAME.json` or `NAME.pdmodel` with a `NAME.pdiparams` beside it
+    (`inference` first; a Paddle 3 program before a legacy one of the same name)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BadInput(f"{directory} is not a directory: give a zoo name, module.path:callable, or a directory "
+                       "holding a Paddle inference model")
+    pairs = {}
+    for params in sorted(directory.glob("*.pdiparams")):
+        for suffix in (".json", ".pdmodel"):
+            program = params.with_suffix(suffix)
+            if program.is_file() and not program.is_symlink() and params.is_file() and not params.is_symlink():
+                pairs.setdefault(params.stem, (program, params))
+    if not pairs:
+        raise BadInput(f"{directory} holds no Paddle inference model (NAME.json or NAME.pdmodel beside "
+                       "NAME.pdiparams, as paddle.jit.save and PaddleClas/PaddleX export write it)")
+    if "inference" in pairs:
+        return pairs["inference"]
+    if len(pairs) > 1:
+        raise BadInput(f"{directory} holds {len(pairs)} Paddle models ({', '.join(sorted(pairs))}): give a directory "
+                       "with one")
+    return next(iter(pairs.values()))
+
+
+def _number(value, what: str, path: Path) -> float:
+    """A YAML number, or PaddleClas's "1.0/255.0" spelling of one (which it eval()s; read here as a fraction)."""
+    try:
+        if isinstance(value, str):
+            numerator, _, denominator = value.replace(" ", "").partition("/")
+            number = float(numerator) / float(denominator or 1)
+        else:
+            number = float(value)
+    except (ValueError, ZeroDivisionError, TypeError):
+        number = float("nan")
+    if isinstance(value, bool) or not number == number or abs(number) == float("inf"):
+        raise BadInput(f"{path}: {what} is {value!r}, not a number: fix the deploy config or remove it and give --img-size")
+    return number
+
+
+def read_deploy_config(path: Path) -> dict:
+    """The input side and normalisation from a PaddleClas/PaddleX `inference.yml`: the crop (or the
+    resize) size, NormalizeImage's scale, mean and std; and the top-k's class names. Anything else
+    in it is theirs and kept as it is."""
+    import yaml
+
+    def bad(what: str) -> BadInput:
+        return BadInput(f"{path} is not a PaddleClas/PaddleX deploy config ({what}): fix it, or remove it and give "
+                        "--img-size")
+
+    if path.is_symlink() or path.stat().st_size > MAX_CONFIG_BYTES:
+        raise bad(f"a symbolic link or larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        config = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        raise bad(" ".join(str(err).split())[:200]) from None
+    ops = config.get("PreProcess", {}).get("transform_ops") if isinstance(config, dict) else None
+    if not isinstance(ops, list) or not all(isinstance(op, dict) and len(op) == 1 for op in ops):
+        raise bad("no PreProcess.transform_ops list of one-key operators")
+    ops = {name: args or {} for op in ops for name, args in op.items()}
+    if not all(isinstance(args, dict) for args in ops.values()):
+        raise bad("an operator's arguments are not a mapping")
+    size = ops.get("CropImage", {}).get("size") or ops.get("ResizeImage", {}).get("size")
+    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise bad(f"the crop or resize size {size!r} is not one positive integer (cnnexport takes square inputs)")
+    normalize = ops.get("NormalizeImage", {})
+    out = {"text": text, "size": size, "scale": _number(normalize.get("scale", 1 / 255), "NormalizeImage.scale", path)}
+    for key in ("mean", "std"):
+        if key in normalize:
+            values = normalize[key]
+            if not isinstance(values, list) or len(values) != 3:
+                raise bad(f"NormalizeImage.{key} is not three numbers")
+            out[key] = [_number(v, f"NormalizeImage.{key}", path) for v in values]
+    if any(s <= 0 for s in out.get("std", [1])) or out["scale"] <= 0:
+        raise bad("NormalizeImage's scale and std must be above 0")
+    post = config.get("PostProcess")
+    labels = post.get("Topk", {}).get("label_list") if isinstance(post, dict) and isinstance(post.get("Topk"), dict) else None
+    out["labels"] = labels if isinstance(labels, list) and all(isinstance(n, str) for n in labels) else None
+    return out
+
+
+def validate_import(opts) -> None:
+    """An imported directory's own checks (before any work): a Paddle model in it, a deploy config
+    that reads, an input size from one of them, options that apply, a target that is not the source."""
+    directory = Path(opts.model)
+    find_program(directory)
+    for option, given in (("--fuse", opts.fuse), ("--weights", opts.weights), ("--num-classes", opts.num_classes),
+                          ("--seed-compat", opts.seed_compat), ("--model-kwargs", opts.model_kwargs is not None)):
+        if given:
+            raise BadInput(f"{option} does not apply to an imported Paddle inference directory (it has no eager "
+                           "layers): rewrite and export the model from its code, e.g. as module.path:callable")
+    config = _config_of(directory)
+    size = config.get("size")
+    if size is not None and opts.img_size is not None and size != opts.img_size:
+        raise BadInput(f"--img-size {opts.img_size} contradicts {directory / DEPLOY_CONFIG_NAME} (size {size}): "
+                       "leave --img-size out")
+    if size is None and opts.img_size is None:
+        raise BadInput(f"{directory} has no {DEPLOY_CONFIG_NAME} saying the input size: give --img-size")
+    target, source = opts.target().absolute().resolve(), directory.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise BadInput(f"--out {opts.target()} would overlap the directory being imported: choose another --out")
+
+
+def _config_of(directory: Path) -> dict:
+    path = directory / DEPLOY_CONFIG_NAME
+    return read_deploy_config(path) if path.exists() else {}
+
+
+def describe_import(opts) -> dict:
+    """What the artifact says of an imported directory: its program and parameters, the input spec
+    (from its deploy config, else the options), its deploy config if any, and the manifest's
+    `model` and `weights` sections."""
+    from models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+    directory = Path(opts.model)
+    program, params = find_program(directory)
+    config = _config_of(directory)
+    size = config.get("size") or opts.img_size
+    input_spec = {"name": "x", "shape": [opts.static_batch, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                  "color": "RGB", "scale": config.get("scale", 1 / 255),
+                  "mean": list(config.get("mean") or opts.mean or IMAGENET_MEAN),
+                  "std": list(config.get("std") or opts.std or IMAGENET_STD), "dynamic_batch": opts.static_batch is None}
+    return {
+        "program": program, "params": params, "input_spec": input_spec, "config": config,
+        "model": {"name": directory.resolve().name, "family": IMPORTED_FAMILY, "kwargs": {}, "fused": False,
+                  "source": "paddle-inference",
+                  "origin": {"directory": str(directory.resolve()), "program": program.name, "params": params.name,
+                             "deploy_config": DEPLOY_CONFIG_NAME if config else None}},
+        "weights": {"path": str(params.resolve()), "sha256": sha256(params), "init_seed": None},
+    }
+
+
+def copy_programs(program: Path, params: Path, stage: Path) -> tuple[dict, str | None]:
+    """The original program and parameters under the flat layout's names; (no Paddle-name map: there
+    is no state dict, why there is no legacy program or None)."""
+    legacy = program.suffix == ".pdmodel"
+    shutil.copyfile(program, stage / (LEGACY_PROGRAM if legacy else PADDLE_PROGRAM))
+    shutil.copyfile(params, stage / PADDLE_PARAMS)
+    return {}, None if legacy else "the imported model is a Paddle 3 program"
