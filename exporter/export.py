@@ -1,4 +1,4 @@
-"""`cnnexport MODEL`: build, (fuse), save the Paddle programs, convert to ONNX (and fp16), write the
+"""`cnnexport MODEL`: build, (fuse), save the Paddle programs, convert to ONNX (and fp16, int8), write the
 deploy config, smoke-check every file against the eager model, write the manifest.
 
 Each step is timed and reported in one line. Everything is written into a staging directory that
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import int8 as int8_variant
 from . import isolate
-from .artifact import (DEPLOY_CONFIG, FP16_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
+from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
                        artifact_name, check_replaceable, describe_files, sha256, staged_directory, writable_directory)
 from .compare import FP16
 from .errors import BadInput, ExportFailed
@@ -54,6 +55,8 @@ class ExportOptions:
     out: str | None = None
     labels: str | None = None   # a text file, one class name per line
     artifacts_root: str = "artifacts"
+    int8: bool = False
+    calib_data: str | None = None  # a folder of images or a CIFAR-format tarball; None: the photographs
 
     def target(self) -> Path:
         return Path(self.out) if self.out else Path(self.artifacts_root) / artifact_name(self.model, self.fuse)
@@ -72,6 +75,10 @@ def validate(opts: ExportOptions) -> None:
         raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
     if opts.fp16 and not opts.onnx:
         raise BadInput("--fp16 makes an fp16 variant of the ONNX model: add --onnx")
+    if opts.int8 and not opts.onnx:
+        raise BadInput("--int8 makes an int8 variant of the ONNX model: add --onnx")
+    if opts.calib_data is not None and not opts.int8:
+        raise BadInput("--calib-data is what --int8 calibrates on: add --int8")
     for option, path in (("--weights", opts.weights), ("--labels", opts.labels)):
         if path is not None and not Path(path).is_file():
             raise BadInput(f"{option} {path} does not exist or is not a file")
@@ -80,6 +87,8 @@ def validate(opts: ExportOptions) -> None:
     existing = next(p for p in [target.parent, *target.parents] if p.exists())
     if not writable_directory(existing):
         raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
+    if opts.int8:
+        int8_variant.calibration_images(opts.calib_data)  # unreadable calibration data: exit 2 before any work
 
 
 def _check_range(option: str, value: int | None, low: int, high: int) -> None:
@@ -256,13 +265,27 @@ def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: np.n
     return {**info, "size": os.path.getsize(fp16_path)}
 
 
-def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool):
+def add_int8(stage: Path, calibration: int8_variant.Calibration, input_spec: dict) -> dict:
+    """inference.int8.onnx from the staged inference.onnx, quantized in a child whose temporary files
+    (ONNX Runtime's calibration models) stay inside the staging directory, and are removed with it."""
+    scratch = stage / ".int8"
+    scratch.mkdir()
+    try:
+        info = _in_child(int8_variant.quantize, str(stage / ONNX_FILE), str(stage / INT8_FILE),
+                         int8_variant.calibration_batches(calibration, input_spec), str(scratch),
+                         what="int8 quantization", env={"TMPDIR": str(scratch)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"calibration": int8_variant.settings(calibration), **info}
+
+
+def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, int8: bool):
     """Every file of the artifact that computes, against the eager model (`plan.smoke_plan`), through
     the runner and the judge that verify uses; raise if one disagrees. Returns the records and, per
     format, the input and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
     records, names = [], {}
-    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, photos).items():
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, photos).items():
         outcome = run_row(row, inputs, None)
         result = judge_row(row, outcome, expected)
         if not result.passed:
@@ -320,6 +343,7 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
         raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
                            "weights: check the weights (or the input size) before exporting")
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
+    calibration = int8_variant.calibration_images(opts.calib_data) if opts.int8 else None
 
     target = opts.target()
     with staged_directory(target, on_wait=report) as stage:
@@ -344,8 +368,13 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
                 "fp16", _in_child, make_fp16, str(stage / ONNX_FILE), str(stage / FP16_FILE), inputs[photos],
                 expected[photos], what="fp16 conversion",
                 detail=lambda i: f"{FP16_FILE} ({i['precision']}, {i['size'] / 2**20:.1f} MiB)")
+        if opts.int8:
+            onnx_info["int8"] = steps.run("int8", add_int8, stage, calibration, input_spec,
+                                          detail=lambda i: f"{INT8_FILE} ({sum(i['quantized_ops'].values())} int8 "
+                                                           f"ops, {i['size'] / 2**20:.1f} MiB; calibrated on "
+                                                           f"{i['calibration']['source']})")
         parity, io_names = steps.run(
-            "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16,
+            "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
             detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in r[0]))
         formats = {"paddle": {"program": PADDLE_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle"]},
                    "paddle-legacy": ({"program": LEGACY_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle-legacy"]}
@@ -354,6 +383,8 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
             formats["onnx"] = {"file": ONNX_FILE, **io_names["onnx"]}
         if opts.fp16:
             formats["onnx-fp16"] = {"file": FP16_FILE, "precision": onnx_info["fp16"]["precision"], **io_names["onnx-fp16"]}
+        if opts.int8:
+            formats["onnx-int8"] = {"file": INT8_FILE, **io_names["onnx-int8"]}
         manifest = Manifest(
             model={"name": opts.model, "family": info.family, "kwargs": kwargs, "fused": opts.fuse},
             weights={"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
@@ -372,10 +403,10 @@ def _params(model) -> int:
     return count_params(model)
 
 
-def _in_child(fn: Callable, *args, what: str):
+def _in_child(fn: Callable, *args, what: str, env: dict[str, str] | None = None):
     """A conversion step in a child process: a converter that aborts is a failed export, not our death."""
     try:
-        return isolate.call_isolated(fn, *args, what=what)
+        return isolate.call_isolated(fn, *args, what=what, env=env)
     except (isolate.ChildCrashed, isolate.ChildFailed) as err:
         logged = _last_error_line(err.log_tail)
         raise ExportFailed(f"{what} failed: {err}" + (f" ({logged})" if logged else "")) from None
