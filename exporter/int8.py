@@ -23,8 +23,10 @@ MAX_CALIBRATION_SAMPLES = 256
 CALIBRATION_SEED = 0
 CALIBRATION_BATCH = 16          # images per calibration run (a dynamic-batch model)
 CALIBRATION_METHOD = "MinMax"
-ACTIVATION_TYPE = WEIGHT_TYPE = "QInt8"
-# MinMax folds each batch's ranges in as it goes: at most this many batches' tensors are held.
+ACTIVATION_TYPE, WEIGHT_TYPE = "QUInt8", "QInt8"
+# Calibration runs this many batches at a time (at most) and folds their ranges in, so that memory
+# stays bounded at any input size. (ONNX Runtime's CalibMaxIntermediateOutputs is not this: in 1.32
+# it discards the outputs it has held, unmeasured, and calibrates on the remainder only.)
 HELD_BATCHES = 4
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -89,13 +91,25 @@ def quantized_ops(model) -> dict[str, int]:
 
 
 class _Batches:
-    """ONNX Runtime's CalibrationDataReader protocol over a list of input batches."""
+    """ONNX Runtime's CalibrationDataReader protocol over a list of input batches, in strides."""
 
     def __init__(self, input_name: str, batches: list[np.ndarray]):
-        self.feeds = iter([{input_name: batch} for batch in batches])
+        self.feeds = [{input_name: batch} for batch in batches]
+        self.pending = iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.pending = iter(self.feeds[start_index:end_index])
 
     def get_next(self):
-        return next(self.feeds, None)
+        return next(self.pending, None)
+
+
+def _stride(batches: int) -> int:
+    """The most batches, up to HELD_BATCHES, that divide `batches` (ONNX Runtime's strides must)."""
+    return max(d for d in range(1, HELD_BATCHES + 1) if batches % d == 0)
 
 
 def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch: str) -> dict:
@@ -116,7 +130,7 @@ def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch:
                     quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
                     activation_type=QuantType[ACTIVATION_TYPE], weight_type=QuantType[WEIGHT_TYPE],
                     calibrate_method=CalibrationMethod[CALIBRATION_METHOD],
-                    extra_options={"CalibMaxIntermediateOutputs": HELD_BATCHES})
+                    extra_options={"CalibStridedMinMax": _stride(len(batches))})
     model = onnx.load(int8_path)
     # The description of the fp32 model still holds (interface, normalisation, weights), plus how it was made.
     model.producer_name, model.producer_version = source.producer_name, source.producer_version
