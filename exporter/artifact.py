@@ -11,6 +11,7 @@ its parameters, the deploy config and the ONNX file side by side, under their na
         inference.yml          deploy config: preprocessing and top-k, in PaddleClas/PaddleX's schema
         inference.onnx         ONNX model: input `x` [batch, 3, S, S] float32 NCHW, output `logits`
         inference.fp16.onnx    its fp16 (or mixed-precision) variant, fp32 input and output
+        inference.int8.onnx    its int8 variant (static QDQ quantization), fp32 input and output
         reference.npz          parity inputs and the eager model's outputs (written by `verify`)
         verify.json            the last verification's report (not covered by the manifest)
 
@@ -52,6 +53,7 @@ VERIFY_REPORT = "verify.json"    # written by every verify run: about the artifa
 REFERENCE_FILE = "reference.npz"  # written by verify: a cache of the eager model's outputs
 PADDLE_PROGRAM, LEGACY_PROGRAM, PADDLE_PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
 DEPLOY_CONFIG, ONNX_FILE, FP16_FILE = "inference.yml", "inference.onnx", "inference.fp16.onnx"
+INT8_FILE = "inference.int8.onnx"
 # Where the model comes from: the zoo, `module.path:callable` (rebuilt by importing it), or an
 # imported Paddle inference directory (no eager model).
 MODEL_SOURCES = ("zoo", "callable", "paddle-inference")
@@ -161,7 +163,7 @@ class Manifest:
     rewrite: dict | None = None      # what --fuse did (exporter.rewrite.RewriteSummary)
     paddle_param_names: dict[str, str] = field(default_factory=dict)  # Paddle name -> state-dict name
     formats: dict[str, dict] = field(default_factory=dict)  # each format's files and real input/output names
-    onnx: dict | None = None         # opset, op counts, sizes, precision of the fp16 variant
+    onnx: dict | None = None         # opset, op counts, sizes; the fp16 and int8 variants
     smoke_parity: list | None = None
     versions: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)

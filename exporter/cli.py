@@ -102,6 +102,9 @@ def _three_numbers(ctx, param, value):
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (7..21).")
 @click.option("--static-batch", type=int, help="Fix the batch axis to N instead of leaving it dynamic.")
 @click.option("--fp16", is_flag=True, help="Also write inference.fp16.onnx (fp16 where top-1 agreement allows, fp32 I/O).")
+@click.option("--int8", is_flag=True, help="Also write inference.int8.onnx (static int8 quantization, fp32 I/O).")
+@click.option("--calib-data", help="What --int8 calibrates on: a folder of images or a CIFAR-format tarball "
+                                   "(up to 256 images, a seeded choice; default: the parity photographs).")
 @click.option("--out", type=click.Path(file_okay=False), help="Artifact directory (default artifacts/<model>[-fused]).")
 @click.option("--labels", type=click.Path(dir_okay=False),
               help="Class names for inference.yml, one per line (default: the training run's, if the weights come from one).")
@@ -113,7 +116,7 @@ def _three_numbers(ctx, param, value):
               help="module:callable models: the input normalisation's std (default ImageNet's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (step lines go to stderr).")
 def export_command(model, all_models, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset,
-                   static_batch, fp16, out, labels, model_kwargs, mean, std, as_json):
+                   static_batch, fp16, int8, calib_data, out, labels, model_kwargs, mean, std, as_json):
     """Rewrite (--fuse) and export MODEL to Paddle's inference format (and ONNX with --onnx).
 
     MODEL is a zoo name (`cnnexport list`) or `module.path:callable`, any importable callable that
@@ -130,7 +133,7 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
     if len(names) > 1 and (weights or img_size or out or labels):
         raise BadInput("--weights, --img-size, --out and --labels apply to one model: export models one by one for those")
     plan = [ExportOptions(name, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset, static_batch,
-                          fp16, out, labels, model_kwargs, mean, std) for name in names]
+                          fp16, out, labels, model_kwargs, mean, std, int8=int8, calib_data=calib_data) for name in names]
     for opts in plan:
         validate(opts)  # an unknown name or a target that may not be replaced fails before any export starts
     failures = []

@@ -1,4 +1,4 @@
-"""`cnnexport MODEL`: build, (fuse), save the Paddle programs, convert to ONNX (and fp16), write the
+"""`cnnexport MODEL`: build, (fuse), save the Paddle programs, convert to ONNX (and fp16, int8), write the
 deploy config, smoke-check every file against the eager model, write the manifest.
 
 Each step is timed and reported in one line. Everything is written into a staging directory that
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import int8 as int8_variant
 from . import isolate
-from .artifact import (DEPLOY_CONFIG, FP16_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
+from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
                        artifact_name, check_replaceable, describe_files, sha256, staged_directory, writable_directory)
 from .compare import FP16
 from .errors import BadInput, ExportFailed
@@ -57,6 +58,8 @@ class ExportOptions:
     model_kwargs: dict | None = None                  # module:callable models: the callable's arguments
     mean: tuple[float, float, float] | None = None    # module:callable models: the input normalisation
     std: tuple[float, float, float] | None = None
+    int8: bool = False
+    calib_data: str | None = None  # a folder of images or a CIFAR-format tarball; None: the photographs
     artifacts_root: str = "artifacts"
 
     @property
@@ -108,6 +111,10 @@ def validate(opts: ExportOptions) -> None:
         raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
     if opts.fp16 and not opts.onnx:
         raise BadInput("--fp16 makes an fp16 variant of the ONNX model: add --onnx")
+    if opts.int8 and not opts.onnx:
+        raise BadInput("--int8 makes an int8 variant of the ONNX model: add --onnx")
+    if opts.calib_data is not None and not opts.int8:
+        raise BadInput("--calib-data is what --int8 calibrates on: add --int8")
     for option, path in (("--weights", opts.weights), ("--labels", opts.labels)):
         if path is not None and not Path(path).is_file():
             raise BadInput(f"{option} {path} does not exist or is not a file")
@@ -116,6 +123,8 @@ def validate(opts: ExportOptions) -> None:
     existing = next(p for p in [target.parent, *target.parents] if p.exists())
     if not writable_directory(existing):
         raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
+    if opts.int8:
+        int8_variant.calibration_images(opts.calib_data)  # unreadable calibration data: exit 2 before any work
 
 
 def _check_range(option: str, value: int | None, low: int, high: int) -> None:
@@ -312,14 +321,29 @@ def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: np.n
     return {**info, "size": os.path.getsize(fp16_path)}
 
 
-def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, paddle: bool = True):
+def add_int8(stage: Path, calibration: int8_variant.Calibration, input_spec: dict) -> dict:
+    """inference.int8.onnx from the staged inference.onnx, quantized in a child whose temporary files
+    (ONNX Runtime's calibration models) stay inside the staging directory, and are removed with it."""
+    scratch = stage / ".int8"
+    scratch.mkdir()
+    try:
+        info = _in_child(int8_variant.quantize, str(stage / ONNX_FILE), str(stage / INT8_FILE),
+                         int8_variant.calibration_batches(calibration, input_spec), str(scratch),
+                         what="int8 quantization", env={"TMPDIR": str(scratch)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"calibration": int8_variant.settings(calibration), **info}
+
+
+def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, int8: bool,
+                 paddle: bool = True):
     """Every file of the artifact that computes, against the reference (`plan.smoke_plan`; the Paddle
     programs only when the reference is not Paddle Inference on them), through the runner and the
     judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
     and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
     records, names = [], {}
-    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, photos, paddle).items():
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, photos, paddle).items():
         outcome = run_row(row, inputs, None)
         result = judge_row(row, outcome, expected)
         if not result.passed:
@@ -465,6 +489,7 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
     file that computes agrees with the reference (the eager model, or Paddle Inference on an
     imported program)."""
     inputs, input_spec, batch_dim = prepared.inputs, prepared.input_spec, prepared.input_spec["shape"][0]
+    calibration = int8_variant.calibration_images(opts.calib_data) if opts.int8 else None
     target = opts.target()
     with staged_directory(target, on_wait=report) as stage:
         names, no_legacy = prepared.write_programs(stage)
@@ -490,8 +515,13 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
                 "fp16", _in_child, make_fp16, str(stage / ONNX_FILE), str(stage / FP16_FILE), inputs[photos],
                 expected[photos], what="fp16 conversion",
                 detail=lambda i: f"{FP16_FILE} ({i['precision']}, {i['size'] / 2**20:.1f} MiB)")
+        if opts.int8:
+            onnx_info["int8"] = steps.run("int8", add_int8, stage, calibration, input_spec,
+                                          detail=lambda i: f"{INT8_FILE} ({sum(i['quantized_ops'].values())} int8 "
+                                                           f"ops, {i['size'] / 2**20:.1f} MiB; calibrated on "
+                                                           f"{i['calibration']['source']})")
         parity, io_names = steps.run(
-            "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16,
+            "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
             reference_names is None,
             detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in r[0]))
         for fmt in ("paddle", "paddle-legacy"):  # an imported program's names, as its reference run saw them
@@ -504,6 +534,8 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
             formats["onnx"] = {"file": ONNX_FILE, **io_names["onnx"]}
         if opts.fp16:
             formats["onnx-fp16"] = {"file": FP16_FILE, "precision": onnx_info["fp16"]["precision"], **io_names["onnx-fp16"]}
+        if opts.int8:
+            formats["onnx-int8"] = {"file": INT8_FILE, **io_names["onnx-int8"]}
         manifest = Manifest(
             model=prepared.model, weights=prepared.weights, input=input_spec,
             output={"shape": [batch_dim, num_classes], "labels": prepared.labels},
@@ -538,10 +570,10 @@ def _params(model) -> int:
     return count_params(model)
 
 
-def _in_child(fn: Callable, *args, what: str):
+def _in_child(fn: Callable, *args, what: str, env: dict[str, str] | None = None):
     """A conversion step in a child process: a converter that aborts is a failed export, not our death."""
     try:
-        return isolate.call_isolated(fn, *args, what=what)
+        return isolate.call_isolated(fn, *args, what=what, env=env)
     except (isolate.ChildCrashed, isolate.ChildFailed) as err:
         logged = _last_error_line(err.log_tail)
         raise ExportFailed(f"{what} failed: {err}" + (f" ({logged})" if logged else "")) from None

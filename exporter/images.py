@@ -51,7 +51,7 @@ def save_photos(directory: Path) -> None:
         Image.fromarray(image).save(Path(directory) / f"{i}-{name}.png")
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, option: str) -> np.ndarray:
     """HWC uint8 RGB of one image file, fully decoded and checked."""
     from PIL import Image
 
@@ -60,43 +60,54 @@ def _decode(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise BadInput(f"--images: {path} is {width}x{height} pixels, more than the {MAX_PIXELS:,} "
+                raise BadInput(f"{option}: {path} is {width}x{height} pixels, more than the {MAX_PIXELS:,} "
                                "accepted: give photographs, not a decompression bomb")
             image.load()
             if image.mode in _SIXTEEN_BIT_MODES:
                 values = np.asarray(image, dtype=np.int64)
                 if values.min() < 0 or values.max() > 65535:
-                    raise BadInput(f"--images: {path} holds values outside 0..65535: give 8- or 16-bit images")
+                    raise BadInput(f"{option}: {path} holds values outside 0..65535: give 8- or 16-bit images")
                 return _rgb(np.round(values / 257.0))
             if image.mode == "F":
-                raise BadInput(f"--images: {path} is a floating-point image, whose range is undefined: "
+                raise BadInput(f"{option}: {path} is a floating-point image, whose range is undefined: "
                                "give 8- or 16-bit images")
             return _rgb(np.asarray(image.convert("RGB")))
 
 
-def folder_photos(directory: str | Path) -> dict[str, np.ndarray]:
-    """Every image file of `directory` (by suffix), decoded; anything unreadable is BadInput."""
+def image_files(directory: str | Path, option: str = "--images") -> list[Path]:
+    """The image files of `directory` (by suffix), sorted; no folder or no images is BadInput."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise BadInput(f"--images {directory} is not a directory of images")
+        raise BadInput(f"{option} {directory} is not a directory of images")
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise BadInput(f"--images: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {directory}")
-    if len(paths) > MAX_IMAGES:
-        raise BadInput(f"--images: {len(paths)} images in {directory}, more than the {MAX_IMAGES} a parity "
-                       "check uses: give a folder of a few real photographs")
+        raise BadInput(f"{option}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {directory}")
+    return paths
+
+
+def decode_files(paths: list[Path], option: str = "--images") -> dict[str, np.ndarray]:
+    """Each file decoded (HWC uint8 RGB), by file name; anything unreadable is BadInput."""
     photos = {}
     for path in paths:
         if not path.is_file():
-            raise BadInput(f"--images: {path} is not a file")
+            raise BadInput(f"{option}: {path} is not a file")
         try:
-            photos[path.name] = _decode(path)
+            photos[path.name] = _decode(path, option)
         except BadInput:
             raise
         except Exception as err:  # Pillow's decoders fail in many ways on damaged or foreign files
             reason = " ".join(str(err).split()) or type(err).__name__
-            raise BadInput(f"--images: {path} is not a readable image ({reason}): remove or replace it") from None
+            raise BadInput(f"{option}: {path} is not a readable image ({reason}): remove or replace it") from None
     return photos
+
+
+def folder_photos(directory: str | Path) -> dict[str, np.ndarray]:
+    """Every image file of `directory` (by suffix), decoded; anything unreadable is BadInput."""
+    paths = image_files(directory)
+    if len(paths) > MAX_IMAGES:
+        raise BadInput(f"--images: {len(paths)} images in {directory}, more than the {MAX_IMAGES} a parity "
+                       "check uses: give a folder of a few real photographs")
+    return decode_files(paths)
 
 
 def preprocess(images: dict[str, np.ndarray], input_spec: dict) -> np.ndarray:
@@ -113,7 +124,7 @@ def preprocess(images: dict[str, np.ndarray], input_spec: dict) -> np.ndarray:
     return np.stack(batch).astype(np.float32)
 
 
-def _in_batches(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
+def in_batches(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
     """Split into batches of a static size, the last one padded by repeating its samples."""
     if not size:
         return [batch]
@@ -128,5 +139,5 @@ def photo_inputs(images: dict[str, np.ndarray], input_spec: dict) -> dict[str, n
     """The photographs as model inputs: one batch `photos`, or `photos-0`, `photos-1`, ... of the
     model's static batch size."""
     static = input_spec["shape"][0]
-    chunks = _in_batches(preprocess(images, input_spec), static)
+    chunks = in_batches(preprocess(images, input_spec), static)
     return {"photos": chunks[0]} if not static else {f"photos-{i}": chunk for i, chunk in enumerate(chunks)}

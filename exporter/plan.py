@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import FP16_FILE, LEGACY_PROGRAM, ONNX_FILE
-from .compare import CPU_FP32, FP16, GPU_TF32, Tolerance
+from .artifact import FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE
+from .compare import CPU_FP32, FP16, GPU_TF32, INT8, Tolerance
 from .errors import BadInput
 from .runtimes import PADDLECLAS_DEPLOY_CONFIG, RuntimeSpec, openvino_available, paddle_configs
 
@@ -55,6 +55,7 @@ class VerifyOptions:
     threads: int = 0
     reference_evaluator: bool = True
     extra_rows: tuple[Row, ...] = ()       # runtimes of one's own (a "package.module:function" spec kind)
+    eval_data: str | None = None           # a CIFAR-format tarball to measure top-1 accuracy on
 
     def tolerance(self, default: Tolerance) -> Tolerance:
         """`default`, with the user's --rtol and --atol where given."""
@@ -119,22 +120,29 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
             rows.append(Row(RuntimeSpec("openvino", onnx_path, "cpu", opts.threads), tol, timed=device == "cpu"))
         if (root / LEGACY_PROGRAM).is_file():  # OpenVINO's Paddle frontend reads only the legacy program
             rows.append(Row(RuntimeSpec("openvino", str(root / LEGACY_PROGRAM), "cpu", opts.threads), tol))
+    photos = tuple(k for k in inputs if k.startswith("photos"))
     if (root / FP16_FILE).is_file():
         # fp16 values never match fp32 ones to alignment tolerance: these rows are not localised.
-        photos = tuple(k for k in inputs if k.startswith("photos"))
         for dev in ("cpu", "gpu") if device == "gpu" else ("cpu",):
             spec = RuntimeSpec("onnxruntime", str(root / FP16_FILE), dev, opts.threads if dev == "cpu" else 0,
                                prefer_nhwc=dev == "gpu", precision="fp16")
             rows.append(Row(spec, FP16, photos, dev == device))
+    if (root / INT8_FILE).is_file():  # a CPU deploy variant, judged like fp16: by the class it predicts
+        rows.append(Row(int8_spec(root / INT8_FILE, opts.threads), INT8, photos, device == "cpu"))
     return rows + list(opts.extra_rows)
 
 
-def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, photos: tuple[str, ...],
+def int8_spec(path: Path, threads: int = 0) -> RuntimeSpec:
+    return RuntimeSpec("onnxruntime", str(path), "cpu", threads, precision="int8")
+
+
+def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, int8: bool, photos: tuple[str, ...],
                paddle: bool = True) -> dict[str, Row]:
     """The export's check before an artifact is written, by format: every file it would hold that
-    computes, on the smoke batch against the eager model (the fp16 variant on the photographs, with
-    the top-1 agreement verify asks of it). `paddle` False: the reference is Paddle Inference on the
-    programs themselves (an imported model), so they are not checked against it."""
+    computes, on the smoke batch against the eager model (the fp16 and int8 variants on the
+    photographs, with the top-1 agreement verify asks of them). `paddle` False: the reference is
+    Paddle Inference on the programs themselves (an imported model), so they are not checked
+    against it."""
     rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=("smoke",))} if paddle else {}
     if legacy and paddle:
         rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=("smoke",))
@@ -142,4 +150,6 @@ def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, photos: tuple[
         rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, ("smoke",))
     if fp16:
         rows["onnx-fp16"] = Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FP16, photos)
+    if int8:
+        rows["onnx-int8"] = Row(int8_spec(stage / INT8_FILE), INT8, photos)
     return rows

@@ -37,6 +37,14 @@ def parity_inputs(manifest: Manifest, images_dir: str | None = None) -> dict[str
     return {**inputs, **photo_inputs(photos, manifest.input)}
 
 
+def eager_logits(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An eager Paddle model's outputs on each input batch."""
+    import paddle
+
+    with paddle.no_grad():
+        return {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+
+
 class StaleWeights(Exception):
     """The weights file named in the manifest is gone or has changed since the export."""
 
@@ -44,8 +52,6 @@ class StaleWeights(Exception):
 def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> tuple[dict, dict, object]:
     """The trained model's outputs (unfused, as loaded) and its fused form's, rebuilt from the manifest;
     and the eager model in the artifact's form."""
-    import paddle
-
     from .export import build_model
     from .rewrite import fuse
 
@@ -58,10 +64,7 @@ def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> tuple[di
             raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
     model = build_model(manifest.name, manifest.model["kwargs"], weights["path"])
     fused, _ = fuse(model, manifest.img_size)
-    with paddle.no_grad():
-        plain = {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
-        folded = {k: fused(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
-    return plain, folded, fused if manifest.fused else model
+    return eager_logits(model, inputs), eager_logits(fused, inputs), fused if manifest.fused else model
 
 
 def paddle_side(root: Path, manifest: Manifest, inputs: dict) -> tuple[dict, list[RowResult], object, str]:

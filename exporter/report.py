@@ -45,7 +45,8 @@ def _key(t: Timing) -> tuple:
 
 
 def speed_rows(reports: list[VerifyReport]) -> list[list]:
-    """Each timing, with what --fuse buys (unfused p50 / fused p50) and ONNX Runtime over Paddle Inference."""
+    """Each timing, with what --fuse buys (unfused p50 / fused p50), ONNX Runtime over Paddle Inference, and
+    the int8 model over the fp32 one in ONNX Runtime."""
     timings = [t for rep in reports for t in rep.timings]
     by_fusion = {(_key(t), t.fused): t.p50_ms for t in timings}
     rows = []
@@ -54,9 +55,29 @@ def speed_rows(reports: list[VerifyReport]) -> list[list]:
         fuse_gain = f"{unfused / t.p50_ms:.2f}x" if t.fused and unfused else ""
         paddle_p50 = by_fusion.get(((t.model, "paddle-inference", t.device, "run", t.batch, "fp32"), t.fused))
         ort_gain = f"{paddle_p50 / t.p50_ms:.2f}x" if t.runtime == "onnxruntime" and paddle_p50 else ""
+        ort_fp32_p50 = by_fusion.get(((t.model, "onnxruntime", t.device, t.mode, t.batch, "fp32"), t.fused))
+        int8_gain = f"{ort_fp32_p50 / t.p50_ms:.2f}x" if t.precision == "int8" and ort_fp32_p50 else ""
         rows.append([artifact_name(t.model, t.fused), t.label, t.precision, t.mode, t.batch, f"{t.p50_ms:.2f}",
-                     f"{t.p90_ms:.2f}", f"{t.p99_ms:.2f}", f"{t.images_per_s:.1f}", fuse_gain, ort_gain])
+                     f"{t.p90_ms:.2f}", f"{t.p99_ms:.2f}", f"{t.images_per_s:.1f}", fuse_gain, ort_gain, int8_gain])
     return rows
+
+
+def accuracy_rows(reports: list[VerifyReport]) -> list[list]:
+    """Per artifact measured with --eval-data, each model's top-1 accuracy and its change from the eager model's."""
+    rows = []
+    for rep in reports:
+        if rep.accuracy:
+            eager = rep.accuracy["top1"].get("eager")
+            for model, value in rep.accuracy["top1"].items():
+                change = f"{(value - eager) * 100:+.1f}" if eager is not None and model != "eager" else ""
+                rows.append([rep.name, f"{rep.accuracy['data']} ({rep.accuracy['samples']} test images)", model,
+                             f"{value:.2%}", change])
+    return rows
+
+
+def _accuracy_line(accuracy: dict) -> str:
+    figures = ", ".join(f"{model} {value:.2%}" for model, value in accuracy["top1"].items())
+    return f"  accuracy on {accuracy['samples']} test images of {accuracy['data']}: {figures}"
 
 
 def summary_lines(report: VerifyReport) -> list[str]:
@@ -73,6 +94,9 @@ def summary_lines(report: VerifyReport) -> list[str]:
                    if worst else "")
         lines.append(f"  {'ok  ' if row.passed else 'FAIL'} {row.runtime:<40} {figures}")
         lines += [f"       {f}" for f in row.failures[:3]]
+    if report.accuracy:
+        lines.append(_accuracy_line(report.accuracy))
+        lines += [f"  accuracy not measured for {label}: {why}" for label, why in report.accuracy["errors"].items()]
     for d in report.divergence:
         lines.append(f"  first divergence ({d['runtime']}): {json.dumps({k: v for k, v in d.items() if k != 'runtime'})}")
     for t in report.timings:
@@ -119,12 +143,19 @@ def write_report(root: Path) -> Path | None:
         lines += [f"- {rep.name} / {d['runtime']}: `{json.dumps({k: v for k, v in d.items() if k != 'runtime'})}`"
                   for rep, d in divergences]
         lines.append("")
+    accuracy = accuracy_rows(reports)
+    if accuracy:
+        lines += ["## Accuracy against the labels (`verify --eval-data`)", "",
+                  "Top-1 accuracy; `change` in percentage points from the eager model's.", "",
+                  tabulate(accuracy, headers=["artifact", "data", "model", "top-1", "change"], tablefmt="github"), ""]
     speed = speed_rows(reports)
     if speed:
         lines += ["## Speed", "", "p50/p90/p99 latency per call; `fuse gain` = unfused p50 / fused p50 (same runtime, "
-                  "batch, mode); `ORT/Paddle` = Paddle Inference p50 / ONNX Runtime p50 (same artifact, batch).", "",
+                  "batch, mode); `ORT/Paddle` = Paddle Inference p50 / ONNX Runtime p50 (same artifact, batch; for the int8 "
+                  "row: Paddle Inference fp32 over ONNX Runtime int8); `int8 gain` = ONNX Runtime fp32 p50 / int8 p50.", "",
                   tabulate(speed, headers=["artifact", "runtime", "precision", "mode", "batch", "p50 ms", "p90 ms",
-                                           "p99 ms", "images/s", "fuse gain", "ORT/Paddle"], tablefmt="github"), "",
+                                           "p99 ms", "images/s", "fuse gain", "ORT/Paddle", "int8 gain"],
+                           tablefmt="github"), "",
                   f"![latency]({CHART_PNG})", ""]
         _chart([t for rep in reports for t in rep.timings], root / CHART_PNG)
     path = root / REPORT_MD

@@ -112,6 +112,7 @@ class VerifyReport:
     timings: list[Timing]
     passed: bool
     verified: str
+    accuracy: dict | None = None           # with --eval-data: top-1 accuracy against the labels (exporter.accuracy)
 
     @property
     def name(self) -> str:
@@ -131,6 +132,9 @@ class VerifyReport:
                       "timings": list, "passed": bool, "verified": str}, "verify.json")
         _check(all(isinstance(d, dict) and isinstance(d.get("runtime"), str) for d in data["divergence"]),
                "verify.json: a divergence without its runtime")
+        if data.get("accuracy") is not None:
+            _typed(data["accuracy"], {"data": str, "samples": int, "top1": dict}, "verify.json: accuracy")
+            _typed(data["accuracy"]["top1"], dict.fromkeys(data["accuracy"]["top1"], _NUMBER), "verify.json: accuracy top1")
         return cls(**{**{f.name: data.get(f.name) for f in fields(cls)},
                       "changed_weights": data.get("changed_weights", []), "notes": data.get("notes", []),
                       "rows": [RowResult.from_dict(r) for r in data["rows"]],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from . import console
+from . import accuracy, console
 from .artifact import (ONNX_FILE, PADDLE_PARAMS, VERIFY_REPORT, Manifest, finished_artifacts, integrity_problems, locked,
                        sweep_leftovers, write_json)
 from .bench import BenchPlan
@@ -39,8 +39,9 @@ WEIGHT_FILES = (PADDLE_PARAMS, ONNX_FILE)
 
 
 def verify_artifact(root: Path, opts: VerifyOptions, device: str,
-                    progress: Callable[[str], None] = lambda step: None) -> VerifyReport:
+                    progress: Callable[[str], None] = lambda step: None, eval_set=None) -> VerifyReport:
     """Verify one artifact directory; returns the report (also written to <root>/verify.json).
+    With `eval_set` (`accuracy.read_eval_set`: opts.eval_data read), top-1 accuracy is measured too.
 
     The artifact is locked while verify writes into it (its bundle, manifest and report), and the
     temporary files of a verify that was killed are swept first.
@@ -48,10 +49,11 @@ def verify_artifact(root: Path, opts: VerifyOptions, device: str,
     root = Path(root)
     with locked(root, on_wait=progress):
         sweep_leftovers(root)
-        return _verify_locked(root, opts, device, progress)
+        return _verify_locked(root, opts, device, progress, eval_set)
 
 
-def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None]) -> VerifyReport:
+def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None],
+                   eval_set) -> VerifyReport:
     manifest = Manifest.load(root)
     progress("integrity")
     problems = integrity_problems(root, manifest)
@@ -83,13 +85,20 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
             progress(f"changed weights in {rel}")
             weight_changes.append(changed_weights(root, rel, manifest, ref.eager_model))
 
+    measured, notes = None, list(ref.notes)
+    if eval_set is not None and eager:
+        progress("accuracy")
+        measured = accuracy.measure(root, manifest, eval_set, opts.eval_data, ref.eager_model, opts.threads)
+    elif eval_set is not None:
+        notes.append(f"accuracy not measured: no eager model ({ref.source})")
     report = VerifyReport(
         artifact=str(root), model=manifest.model, device=device, threads=default_threads(opts.threads),
         paddle=paddle_available(), integrity=list(problems.values()), changed_weights=weight_changes,
-        notes=list(ref.notes), reference=ref.source, inputs={k: list(v.shape) for k, v in ref.inputs.items()},
+        notes=notes, reference=ref.source, inputs={k: list(v.shape) for k, v in ref.inputs.items()},
         bench_plan=dataclasses.asdict(bench_plan) if bench_plan else None, rows=results, divergence=divergences,
         timings=[dataclasses.replace(t, model=manifest.name, fused=manifest.fused) for t in timings],
-        passed=not problems and all(r.passed for r in results), verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        passed=not problems and all(r.passed for r in results), verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        accuracy=measured)
     write_json(root / VERIFY_REPORT, report.to_dict())
     return report
 
@@ -117,19 +126,26 @@ def _batch_sizes(ctx, param, value):
 @click.option("--atol", type=float, help="Also bound the max absolute error.")
 @click.option("--reference-evaluator/--no-reference-evaluator", default=True, show_default=True,
               help="Also run onnx.reference (slow, shares no code with the other runtimes).")
+@click.option("--eval-data", help="A CIFAR-format tarball: also measure top-1 accuracy against its labels (eager, "
+                                  "ONNX, int8; the first 1000 test images). Needs Paddle.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol, atol, reference_evaluator, as_json):
+def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol, atol, reference_evaluator, eval_data,
+                   as_json):
     """Check artifacts: file integrity, parity across runtimes, first divergence, speed.
 
     ARTIFACTS default to every finished artifact under artifacts/. Writes verify.json into each,
     and REPORT.md with latency.png beside them. Exit 1 if any check fails.
     """
     console.load_paddle()
-    opts = VerifyOptions(device, images, batch_sizes, bench, rtol, atol, threads, reference_evaluator)
+    opts = VerifyOptions(device, images, batch_sizes, bench, rtol, atol, threads, reference_evaluator,
+                         eval_data=eval_data)
     opts.validate()
     paths = [Path(a) for a in artifacts] or finished_artifacts(Path("artifacts"))
     if not paths:
         raise BadInput("no finished artifacts under artifacts/: export one first, e.g. `cnnexport vanillanet_5 --fuse --onnx`")
+    if eval_data is not None and not paddle_available():
+        raise BadInput("--eval-data measures the eager model too, which needs Paddle: run it where Paddle is installed")
+    eval_set = accuracy.read_eval_set(eval_data) if eval_data is not None else None
     for path in paths:  # exit 2 before any work: not an artifact, an unfinished or malformed one, or no reference
         manifest = Manifest.load(path)
         if not paddle_available():
@@ -137,13 +153,16 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
         elif manifest.model.get("source") == "callable":  # its module must import here to rebuild the model
             from models.external import resolve
             resolve(manifest.name)
+        if eval_set is not None:
+            accuracy.check_classes(eval_set, manifest, eval_data)
     if images:
         folder_photos(images)  # unreadable images: exit 2 before any work
     device = resolve_device(device)
     reports = []
     with console.progress(len(paths), "verify", "artifact") as (show, advance):
         for path in paths:
-            reports.append(verify_artifact(path, opts, device, progress=lambda step, p=path: show(p.name, step)))
+            reports.append(verify_artifact(path, opts, device, progress=lambda step, p=path: show(p.name, step),
+                                           eval_set=eval_set))
             advance()
     written = [write_report(root) for root in sorted({p.resolve().parent for p in paths})]
     if as_json:

@@ -137,6 +137,11 @@ def tar_with_symlink(tmp: Path) -> Path:
     return path
 
 
+def _three_class_cifar(tmp: Path) -> Path:
+    from cifar_data import random_cifar
+    return random_cifar(tmp / "three.tar.gz", n_train=6, n_test=3, classes=3)
+
+
 def tiny_cifar(tmp: Path) -> Path:
     from cifar_data import random_cifar
     return random_cifar(tmp / "tiny.tar.gz", n_train=16, n_test=8)
@@ -215,6 +220,17 @@ EXPORT = [
     ("opset-22", lambda t: ["alexnet_bn", "--onnx", "--opset", "22"], "--opset 22 is outside what paddle2onnx converts"),
     ("opset-6", lambda t: ["alexnet_bn", "--onnx", "--opset", "6"], "--opset 6 is outside"),
     ("fp16-without-onnx", lambda t: ["alexnet_bn", "--fp16"], "--fp16 makes an fp16 variant of the ONNX model: add --onnx"),
+    ("int8-without-onnx", lambda t: ["alexnet_bn", "--int8"], "--int8 makes an int8 variant of the ONNX model: add --onnx"),
+    ("calib-data-without-int8", lambda t: ["alexnet_bn", "--onnx", "--calib-data", str(tiny_cifar(t))],
+     "--calib-data is what --int8 calibrates on: add --int8"),
+    ("calib-data-missing", lambda t: [*_int8(t / "none.tar.gz")], "none.tar.gz does not exist: give a folder of images or a CIFAR-format tarball"),
+    ("calib-data-text-file", lambda t: [*_int8(weights_file(t, b"some text", "calib.txt"))],
+     "calib.txt is not a tar archive"),
+    ("calib-data-empty-folder", lambda t: [*_int8(images(t, {}))], "--calib-data: no images"),
+    ("calib-data-not-images", lambda t: [*_int8(images(t, {"a.txt": b"text"}))], "--calib-data: no images"),
+    ("calib-data-broken-image", lambda t: [*_int8(images(t, {"a.jpg": jpeg(), "b.png": b"not a png"}))],
+     "photos/b.png is not a readable image"),
+    ("calib-data-symlink-member", lambda t: [*_int8(tar_with_symlink(t))], "data_batch_1 is not a regular file"),
     ("out-proc", lambda t: ["alexnet_bn", "--out", "/proc/cnnexport-test"], "is not a writable directory"),
     ("out-dot", lambda t: _in(user_files(t), ["alexnet_bn", "--out", "."]), "holds files and is not a cnnexport artifact"),
     ("out-user-folder", lambda t: ["alexnet_bn", "--out", str(user_files(t))], "holds files and is not a cnnexport artifact"),
@@ -247,6 +263,10 @@ EXPORT = [
     ("all-unknown-name", lambda t: ["--all", "alexnet_bn,nope"], "unknown model 'nope'"),
     ("unknown-option", lambda t: ["alexnet_bn", "--bogus"], "No such option '--bogus'"),
 ]
+
+
+def _int8(calib_data: Path) -> list[str]:
+    return ["alexnet_bn", "--onnx", "--int8", "--calib-data", str(calib_data)]
 
 
 def _in(prepared, args: list[str]) -> list[str]:
@@ -303,6 +323,11 @@ VERIFY = [
     ("images-float-tiff", lambda t: [*_verify("--images", str(images(t, {"f.tif": float_tiff()})))(t)],
      "floating-point image"),
     ("images-is-a-file", lambda t: ["verify", "--images", str(weights_file(t, b"x", "img.png"))], "is a file"),
+    ("eval-data-missing", _verify("--eval-data", "none.tar.gz"), "--eval-data none.tar.gz is not a file"),
+    ("eval-data-not-tar", lambda t: [*_verify("--eval-data", str(weights_file(t, b"text", "e.tar.gz")))(t)],
+     "e.tar.gz is not a tar archive"),
+    ("eval-data-other-classes", lambda t: [*_verify("--eval-data", str(_three_class_cifar(t)))(t)],
+     "has 3 classes, alexnet_bn has 10"),
     ("rtol-negative", _verify("--rtol", "-1"), "--rtol must be a finite number above 0, not -1.0"),
     ("rtol-nan", _verify("--rtol", "nan"), "--rtol must be a finite number above 0, not nan"),
     ("atol-inf", _verify("--atol", "inf"), "--atol must be a finite number above 0, not inf"),

@@ -1,0 +1,143 @@
+"""The int8 variant of the ONNX model: ONNX Runtime's static quantization (QDQ format, per-channel
+int8 weights), calibrated on real images preprocessed exactly as the manifest says. Paddle-free
+(a CIFAR-format tarball is read through `exporter.cifar`, which imports Paddle).
+
+The settings were chosen by measurement (README, "int8"): MinMax calibration, int8 activations and
+weights (S8S8, ONNX Runtime's first choice for QDQ), no reduced range. The calibration set is
+bounded and a seeded choice, so an export is reproducible.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput
+from .images import decode_files, image_files, in_batches, preprocess, sample_photos
+
+OPTION = "--calib-data"
+MAX_CALIBRATION_SAMPLES = 256
+CALIBRATION_SEED = 0
+CALIBRATION_BATCH = 16          # images per calibration run (a dynamic-batch model)
+CALIBRATION_METHOD = "MinMax"
+ACTIVATION_TYPE, WEIGHT_TYPE = "QUInt8", "QInt8"
+# Calibration runs this many batches at a time (at most) and folds their ranges in, so that memory
+# stays bounded at any input size. (ONNX Runtime's CalibMaxIntermediateOutputs is not this: in 1.32
+# it discards the outputs it has held, unmeasured, and calibrates on the remainder only.)
+HELD_BATCHES = 4
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The images to calibrate on (HWC uint8 RGB, by name) and where they come from, in words."""
+
+    images: dict[str, np.ndarray]
+    source: str
+
+
+def seeded_subset(count: int, limit: int, seed: int = CALIBRATION_SEED) -> np.ndarray:
+    """All of `count` indices when there are at most `limit`, otherwise a seeded choice of `limit`, in order."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def calibration_images(path: str | None) -> Calibration:
+    """What `--calib-data` names: a folder of images or a CIFAR-format tarball (its training split),
+    up to MAX_CALIBRATION_SAMPLES of it; without it, the parity photographs. Anything unreadable is
+    BadInput, naming the option."""
+    if path is None:
+        return Calibration(sample_photos(), "the parity photographs (scikit-image)")
+    source = Path(path)
+    if source.is_dir():
+        files = image_files(source, OPTION)
+        chosen = [files[i] for i in seeded_subset(len(files), MAX_CALIBRATION_SAMPLES)]
+        return Calibration(decode_files(chosen, OPTION), f"{len(chosen)} of the {len(files)} images in {source}")
+    if not source.is_file():
+        raise BadInput(f"{OPTION} {path} does not exist: give a folder of images or a CIFAR-format tarball")
+    from .cifar import read_cifar_tarball
+
+    try:
+        data = read_cifar_tarball(source)
+    except BadInput as err:
+        raise BadInput(f"{OPTION}: {err}") from None
+    chosen = seeded_subset(len(data.train_images), MAX_CALIBRATION_SAMPLES)
+    return Calibration({f"train-{i}": data.train_images[i] for i in chosen},
+                       f"{len(chosen)} of the {len(data.train_images)} training images of {source}")
+
+
+def calibration_batches(calibration: Calibration, input_spec: dict) -> list[np.ndarray]:
+    """The calibration images as model inputs, in batches the model takes."""
+    return in_batches(preprocess(calibration.images, input_spec), input_spec["shape"][0] or CALIBRATION_BATCH)
+
+
+def settings(calibration: Calibration) -> dict:
+    """What the manifest records of how the int8 model was made."""
+    return {"source": calibration.source, "samples": len(calibration.images), "seed": CALIBRATION_SEED,
+            "method": CALIBRATION_METHOD, "format": "QDQ", "activation_type": ACTIVATION_TYPE,
+            "weight_type": WEIGHT_TYPE, "per_channel": True, "reduce_range": False}
+
+
+def quantized_ops(model) -> dict[str, int]:
+    """Op type -> nodes that take a dequantized int8 value as their data input: what ONNX Runtime
+    runs as int8 kernels (it fuses DequantizeLinear -> op -> QuantizeLinear)."""
+    dequantized = {name for node in model.graph.node if node.op_type == "DequantizeLinear" for name in node.output}
+    return dict(sorted(Counter(node.op_type for node in model.graph.node
+                               if node.op_type not in QDQ_OPS and node.input and node.input[0] in dequantized).items()))
+
+
+class _Batches:
+    """ONNX Runtime's CalibrationDataReader protocol over a list of input batches, in strides."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]):
+        self.feeds = [{input_name: batch} for batch in batches]
+        self.pending = iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.pending = iter(self.feeds[start_index:end_index])
+
+    def get_next(self):
+        return next(self.pending, None)
+
+
+def _stride(batches: int) -> int:
+    """The most batches, up to HELD_BATCHES, that divide `batches` (ONNX Runtime's strides must)."""
+    return max(d for d in range(1, HELD_BATCHES + 1) if batches % d == 0)
+
+
+def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch: str) -> dict:
+    """`onnx_path` quantized to `int8_path` (fp32 input and output kept), calibrated on `batches`.
+    ONNX Runtime's pre-processing (shape inference, graph optimisation) writes into `scratch`; its
+    own temporary directories go to $TMPDIR, which the caller points into the staging directory.
+    Runs in a child: the quantizer is native code."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .onnx_tools import op_counts
+
+    source = onnx.load(onnx_path)
+    prepared = str(Path(scratch) / "prepared.onnx")
+    quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
+    quantize_static(prepared, int8_path, _Batches(source.graph.input[0].name, batches),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                    activation_type=QuantType[ACTIVATION_TYPE], weight_type=QuantType[WEIGHT_TYPE],
+                    calibrate_method=CalibrationMethod[CALIBRATION_METHOD],
+                    extra_options={"CalibStridedMinMax": _stride(len(batches))})
+    model = onnx.load(int8_path)
+    # The description of the fp32 model still holds (interface, normalisation, weights), plus how it was made.
+    model.producer_name, model.producer_version = source.producer_name, source.producer_version
+    del model.metadata_props[:]
+    model.metadata_props.extend(source.metadata_props)
+    model.metadata_props.add(key="precision", value=f"int8: static {CALIBRATION_METHOD} calibration on "
+                                                    f"{len(batches)} batches, QDQ, per-channel weights, fp32 input and output")
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, int8_path)
+    return {"ops": op_counts(model), "quantized_ops": quantized_ops(model), "size": os.path.getsize(int8_path)}
