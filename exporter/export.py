@@ -409,11 +409,11 @@ def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
     """Run the export; returns the manifest. Raises BadInput, WeightsError, ExportFailed."""
     validate(opts)
     steps = _Steps(report)
-    prepared = prepare_import(opts) if opts.imported else prepare_model(opts, steps, report)
+    prepared = prepare_import(opts, steps) if opts.imported else prepare_model(opts, steps, report)
     return write_artifact(opts, prepared, steps, report)
 
 
-def prepare_import(opts: ExportOptions) -> Prepared:
+def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
     """An imported Paddle inference directory: its files copied in as they are, Paddle Inference on
     them the reference, its own deploy config kept (or one written from the options)."""
     from .imported import copy_programs, describe_import
@@ -427,7 +427,9 @@ def prepare_import(opts: ExportOptions) -> Prepared:
         return inference_yml(spec, num_classes, None, name), "none (the directory has no deploy config)"
 
     return Prepared(model=found["model"], weights=found["weights"], input_spec=spec, inputs=parity_batches(spec),
-                    write_programs=lambda stage: copy_programs(found["program"], found["params"], stage),
+                    write_programs=lambda stage: steps.run(
+                        "paddle-import", copy_programs, found["program"], found["params"], stage,
+                        detail=lambda _: f"{found['program'].name}, {found['params'].name} from {opts.model}"),
                     deploy_config=deploy_config, labels=config.get("labels"))
 
 

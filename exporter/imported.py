@@ -116,6 +116,9 @@ def validate_import(opts) -> None:
         if given:
             raise BadInput(f"{option} does not apply to an imported Paddle inference directory (it has no eager "
                            "layers): rewrite and export the model from its code, e.g. as module.path:callable")
+    if opts.labels:
+        raise BadInput("--labels does not apply to an imported Paddle inference directory: its own inference.yml "
+                       "(copied as it is) names the classes")
     config = _config_of(directory)
     size = config.get("size")
     if size is not None and opts.img_size is not None and size != opts.img_size:

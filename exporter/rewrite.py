@@ -229,9 +229,13 @@ def _fold_traced(model: nn.Layer, img_size: int, log: RewriteLog) -> dict[str, s
     if not candidates:
         return reasons
     reference = _forward(model, x)
-    pairs = lambda names: [(layers[c], layers[b]) for c, b in names]  # noqa: E731
-    proven = candidates if _probe_unchanged(model, pairs(candidates), x, reference, 0) else [
-        pair for i, pair in enumerate(candidates) if _probe_unchanged(model, pairs([pair]), x, reference, i + 1)]
+
+    def probe_passes(names: list[tuple[str, str]], seed: int) -> bool:
+        return _probe_unchanged(model, [(layers[c], layers[b]) for c, b in names], x, reference, seed)
+
+    # All at once first (one pass); when that moves the outputs, pair by pair to find the culprits.
+    proven = candidates if probe_passes(candidates, 0) else [
+        pair for i, pair in enumerate(candidates) if probe_passes([pair], i + 1)]
     for conv_name, bn_name in candidates:
         if (conv_name, bn_name) not in proven:
             reasons[bn_name] = f"{conv_name}'s output is read by more than this BatchNorm"

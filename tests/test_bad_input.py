@@ -195,6 +195,9 @@ BYO = [  # bring your own model: module:callable and Paddle inference directorie
     ("import-program-garbage", lambda t: [str(_with(_with(user_files(t), "model.json", b"{not a program"),
                                                     "model.pdiparams", b"")), "--img-size", "32"],
      "Paddle Inference cannot run the imported program"),
+    ("import-with-labels", lambda t: [str(_with(_with(user_files(t), "model.json", b"{}"), "model.pdiparams", b"")),
+                                      "--img-size", "32", "--labels", str(weights_file(t, b"a\n", "labels.txt"))],
+     "--labels does not apply to an imported"),
     ("import-with-fuse", lambda t: [str(_with(_with(user_files(t), "model.json", b"{}"), "model.pdiparams", b"")),
                                     "--img-size", "32", "--fuse"], "--fuse does not apply to an imported"),
 ]
