@@ -199,7 +199,7 @@ def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = Fals
     return fuse(model, img_size)[0] if fused else model
 
 
-def eager_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
+def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
     """The model's [N, classes] output on `batch`; a forward that fails or returns anything else is
     bad input (a module:callable model may not take the size given, or may not be a classifier)."""
     import paddle
@@ -446,7 +446,7 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
                       detail=lambda m: f"{opts.model} ({_params(m):,} params, "
                                        f"{'weights ' + str(opts.weights) if opts.weights else 'fresh weights, seed 0'})")
     inputs = parity_batches(input_spec)
-    expected = {k: eager_logits(model, v, opts.model) for k, v in inputs.items()}
+    expected = {k: checked_logits(model, v, opts.model) for k, v in inputs.items()}
     num_classes = expected["smoke"].shape[1]
     labels, labels_from = class_names(opts, num_classes)
     deploy_model, summary = model, None
