@@ -39,7 +39,7 @@ def read_eval_set(path: str):
 
 
 def check_classes(data, manifest: Manifest, path: str) -> None:
-    classes = manifest.model["kwargs"]["num_classes"]
+    classes = manifest.num_classes
     if len(data.label_names) != classes:
         raise BadInput(f"{OPTION} {path} has {len(data.label_names)} classes, {manifest.name} has {classes}: give "
                        "the labelled set the model was trained for")

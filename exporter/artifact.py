@@ -134,6 +134,9 @@ def validate_manifest(manifest, path: Path) -> None:
     _require(all(s > 0 for s in spec["std"]) and _is_number(spec.get("scale")) and spec["scale"] > 0, path,
              "`input.std` and `input.scale` must be positive")
     _require(spec.get("dtype") == "float32", path, "`input.dtype` must be float32")
+    out_shape = _section(manifest, "output", path).get("shape")
+    _require(isinstance(out_shape, list) and len(out_shape) == 2 and out_shape[0] == shape[0]
+             and _is_int(out_shape[1]) and out_shape[1] >= 1, path, "`output.shape` must be [batch or null, classes]")
     files = _section(manifest, "files", path)
     for rel, meta in files.items():
         _require(isinstance(meta, dict) and _is_int(meta.get("size")) and meta["size"] >= 0
@@ -221,6 +224,11 @@ class Manifest:
     @property
     def img_size(self) -> int:
         return self.input["shape"][-1]
+
+    @property
+    def num_classes(self) -> int:
+        """The classifier's size (a zoo model's kwargs say it too; a callable's or an imported one's need not)."""
+        return self.output["shape"][1]
 
     @property
     def static_batch(self) -> int | None:

@@ -331,6 +331,10 @@ VERIFY = [
      "e.tar.gz is not a tar archive"),
     ("eval-data-other-classes", lambda t: [*_verify("--eval-data", str(_three_class_cifar(t)))(t)],
      "has 3 classes, alexnet_bn has 10"),
+    ("eval-data-other-classes-callable", lambda t: [
+        "verify", str(fake_artifact(t, model__name="paddle.vision.models:squeezenet1_1", model__source="callable",
+                                    model__family="external", model__kwargs={})),
+        "--eval-data", str(_three_class_cifar(t))], "has 3 classes, paddle.vision.models:squeezenet1_1 has 10"),
     ("rtol-negative", _verify("--rtol", "-1"), "--rtol must be a finite number above 0, not -1.0"),
     ("rtol-nan", _verify("--rtol", "nan"), "--rtol must be a finite number above 0, not nan"),
     ("atol-inf", _verify("--atol", "inf"), "--atol must be a finite number above 0, not inf"),
