@@ -151,6 +151,12 @@ def validate_manifest(manifest, path: Path) -> None:
     _require(reference is None or isinstance(reference, dict), path, "`reference` must be an object")
 
 
+def input_section(batch: int | None, size: int, mean, std, scale: float = 1 / 255) -> dict:
+    """The manifest's `input` section: `x`, float32 RGB NCHW, normalised as x = (rgb * scale - mean) / std."""
+    return {"name": "x", "shape": [batch, 3, size, size], "dtype": "float32", "layout": "NCHW", "color": "RGB",
+            "scale": scale, "mean": list(mean), "std": list(std), "dynamic_batch": batch is None}
+
+
 @dataclass
 class Manifest:
     """manifest.json: what an artifact is and how it was made (docs/FORMATS.md).

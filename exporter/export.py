@@ -22,7 +22,8 @@ import numpy as np
 from . import int8 as int8_variant
 from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
-                       artifact_name, check_replaceable, describe_files, sha256, staged_directory, writable_directory)
+                       artifact_name, check_replaceable, describe_files, input_section, sha256, staged_directory,
+                       writable_directory)
 from .compare import FP16
 from .errors import BadInput, ExportFailed
 from .images import photo_inputs, random_batch, sample_photos
@@ -439,9 +440,7 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
 
     family, kwargs, size, mean, std = model_description(opts)
     batch_dim = opts.static_batch
-    input_spec = {"name": "x", "shape": [batch_dim, 3, size, size], "dtype": "float32", "layout": "NCHW",
-                  "color": "RGB", "scale": 1 / 255, "mean": list(mean), "std": list(std),
-                  "dynamic_batch": batch_dim is None}
+    input_spec = input_section(batch_dim, size, mean, std)
     model = steps.run("build", build_model, opts.model, kwargs, opts.weights,
                       detail=lambda m: f"{opts.model} ({_params(m):,} params, "
                                        f"{'weights ' + str(opts.weights) if opts.weights else 'fresh weights, seed 0'})")
@@ -462,6 +461,7 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
         raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
                            "weights: check the weights (or the input size) before exporting")
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
+
     def write_programs(stage: Path) -> tuple[dict[str, str], str | None]:
         shape = list(input_spec["shape"])  # paddle.jit.save's InputSpec writes -1 into the list it is given
         names = steps.run("paddle-save", save_paddle, deploy_model, stage, shape,

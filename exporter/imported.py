@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .artifact import LEGACY_PROGRAM, PADDLE_PARAMS, PADDLE_PROGRAM, sha256
+from .artifact import LEGACY_PROGRAM, PADDLE_PARAMS, PADDLE_PROGRAM, input_section, sha256
 from .errors import BadInput
 
 DEPLOY_CONFIG_NAME = "inference.yml"
@@ -146,12 +146,10 @@ def describe_import(opts) -> dict:
     program, params = find_program(directory)
     config = _config_of(directory)
     size = config.get("size") or opts.img_size
-    input_spec = {"name": "x", "shape": [opts.static_batch, 3, size, size], "dtype": "float32", "layout": "NCHW",
-                  "color": "RGB", "scale": config.get("scale", 1 / 255),
-                  "mean": list(config.get("mean") or opts.mean or IMAGENET_MEAN),
-                  "std": list(config.get("std") or opts.std or IMAGENET_STD), "dynamic_batch": opts.static_batch is None}
+    spec = input_section(opts.static_batch, size, config.get("mean") or opts.mean or IMAGENET_MEAN,
+                         config.get("std") or opts.std or IMAGENET_STD, config.get("scale", 1 / 255))
     return {
-        "program": program, "params": params, "input_spec": input_spec, "config": config,
+        "program": program, "params": params, "input_spec": spec, "config": config,
         "model": {"name": directory.resolve().name, "family": IMPORTED_FAMILY, "kwargs": {}, "fused": False,
                   "source": "paddle-inference",
                   "origin": {"directory": str(directory.resolve()), "program": program.name, "params": params.name,

@@ -8,6 +8,7 @@ calibration set is bounded and a seeded choice, so an export is reproducible.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -46,10 +47,12 @@ def seeded_subset(count: int, limit: int, seed: int = CALIBRATION_SEED) -> np.nd
     return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
 
 
+@functools.lru_cache(maxsize=1)
 def calibration_images(path: str | None) -> Calibration:
     """What `--calib-data` names: a folder of images or a CIFAR-format tarball (its training split),
     up to MAX_CALIBRATION_SAMPLES of it; without it, the parity photographs. Anything unreadable is
-    BadInput, naming the option."""
+    BadInput, naming the option. Read once per process: the export's validation reads it before
+    any work, and the export (or each of `--all`'s) uses what was read."""
     if path is None:
         return Calibration(sample_photos(), "the parity photographs (scikit-image)")
     source = Path(path)
