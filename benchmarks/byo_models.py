@@ -17,10 +17,10 @@ from pathlib import Path
 import paddle
 from tabulate import tabulate
 
-import models
-from exporter.cli import main as cnnexport
-from models import external
-from models.fusion import perturb
+from cnnexport import models
+from cnnexport.cli import main as cnnexport
+from cnnexport.models import external
+from cnnexport.models.fusion import perturb
 
 ARCHITECTURES = {
     "ResNet-18": ("paddle.vision.models:resnet18", {"num_classes": 1000}),

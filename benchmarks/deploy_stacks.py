@@ -20,11 +20,11 @@ import numpy as np
 import paddle
 from tabulate import tabulate
 
-import models
-from exporter.cli import main as cnnexport
-from exporter.compare import agreement
-from exporter.images import save_photos
-from models.fusion import perturb
+from cnnexport import models
+from cnnexport.cli import main as cnnexport
+from cnnexport.compare import agreement
+from cnnexport.images import save_photos
+from cnnexport.models.fusion import perturb
 
 REPO = Path(__file__).resolve().parent.parent
 

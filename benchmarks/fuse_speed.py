@@ -15,9 +15,9 @@ import numpy as np
 import paddle
 from tabulate import tabulate
 
-import models
-from exporter.rewrite import fuse
-from models.fusion import perturb
+from cnnexport import models
+from cnnexport.rewrite import fuse
+from cnnexport.models.fusion import perturb
 
 DEFAULT_MODELS = "vanillanet_5,moganet_xtiny,alexnet_dy,alexnet_bn,alexnet_softpool,orthonet18,resnet18_cifar"
 

@@ -28,7 +28,7 @@ TRAINED, SPEED = "alexnet_bn", "vanillanet_5"
 
 
 def cnnexport(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "exporter.cli", *args], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "cnnexport", *args], cwd=REPO, check=True)
 
 
 def perturbed_weights(name: str, out: Path) -> Path:
@@ -36,8 +36,8 @@ def perturbed_weights(name: str, out: Path) -> Path:
     1e-14, which no 8-bit grid holds (README, fp16)."""
     import paddle
 
-    import models
-    from models.fusion import perturb
+    from cnnexport import models
+    from cnnexport.models.fusion import perturb
 
     paddle.seed(31)
     path = out / f"{name}.pdparams"
@@ -63,7 +63,7 @@ def main() -> None:
     speed = out / "artifacts" / f"{SPEED}-fused"
     cnnexport(SPEED, "--weights", str(perturbed_weights(SPEED, out)), "--fuse", "--onnx", "--int8", "--out", str(speed))
     # Accuracy on the trained model; timing of both, in one run.
-    subprocess.run([sys.executable, "-m", "exporter.cli", "verify", str(trained), str(speed), "--batch-sizes", "1,8",
+    subprocess.run([sys.executable, "-m", "cnnexport", "verify", str(trained), str(speed), "--batch-sizes", "1,8",
                     "--no-reference-evaluator", "--eval-data", str(data)], cwd=REPO)
 
     acc = json.loads((trained / "verify.json").read_text())["accuracy"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import paddle
 
-import models
-from exporter.cli import main as cnnexport
-from models.fusion import perturb
+from cnnexport import models
+from cnnexport.cli import main as cnnexport
+from cnnexport.models.fusion import perturb
 
 DEFAULT_MODELS = "vanillanet_5,moganet_xtiny,alexnet_dy,alexnet_softpool,orthonet18"
 

@@ -27,7 +27,7 @@ EVAL_CHUNK = 50           # images per inference call: bounded memory at any inp
 
 
 def read_eval_set(path: str):
-    """The CIFAR-format tarball `--eval-data` names (exporter.cifar.CifarData); BadInput naming the option."""
+    """The CIFAR-format tarball `--eval-data` names (cnnexport.cifar.CifarData); BadInput naming the option."""
     from .cifar import read_cifar_tarball
 
     if not Path(path).is_file():

@@ -169,7 +169,7 @@ class Manifest:
     weights: dict                    # path, sha256, init_seed
     input: dict                      # name, shape, dtype, layout, color, scale, mean, std, dynamic_batch
     output: dict                     # name, shape
-    rewrite: dict | None = None      # what --fuse did (exporter.rewrite.RewriteSummary)
+    rewrite: dict | None = None      # what --fuse did (cnnexport.rewrite.RewriteSummary)
     paddle_param_names: dict[str, str] = field(default_factory=dict)  # Paddle name -> state-dict name
     formats: dict[str, dict] = field(default_factory=dict)  # each format's files and real input/output names
     onnx: dict | None = None         # opset, op counts, sizes; the fp16 and int8 variants

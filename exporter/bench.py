@@ -1,7 +1,7 @@
 """Latency and throughput of a call: warm-up, then timed runs, percentiles. Knows no runtime.
 
 What to time (a runtime's timing modes: a plain run; on a GPU, IO binding and CUDA-graph replay)
-is the runtime's to say (`runtimes.Runtime.timing_modes`); `exporter.job` puts the two together.
+is the runtime's to say (`runtimes.Runtime.timing_modes`); `cnnexport.job` puts the two together.
 """
 from __future__ import annotations
 

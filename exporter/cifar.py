@@ -7,7 +7,7 @@ ints); the meta file has `b"label_names"`. Paddle's `Cifar10` dataset downloads 
 `~/.cache/paddle/dataset/cifar/`.
 
 A pickle can name any callable to run while it loads, so the members are read with
-`models.weights.restricted_load`, which calls nothing the file names and gives back only plain
+`cnnexport.models.weights.restricted_load`, which calls nothing the file names and gives back only plain
 containers and bool, integer and float arrays. Only regular members of a sane size are read.
 
     data = read_cifar_tarball("cifar-10-python.tar.gz")       # images uint8 [N, 32, 32, 3]
@@ -29,7 +29,7 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from models.weights import WeightsError, restricted_load
+from .models.weights import WeightsError, restricted_load
 
 from .errors import BadInput
 

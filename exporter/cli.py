@@ -123,8 +123,7 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
     returns a paddle.nn.Layer (importing it runs its code).
     """
     console.load_paddle()
-    import models
-
+    from . import models
     from .export import ExportOptions, export, validate
 
     if bool(model) == bool(all_models):

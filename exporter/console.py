@@ -1,6 +1,6 @@
 """Running a click command as cnnexport does: exit codes, one-line errors, SIGTERM, progress lines.
 
-Both `cnnexport` (exporter.cli) and `python -m exporter.verify` run through `run`, so the two
+Both `cnnexport` (cnnexport.cli) and `python -m cnnexport.verify` run through `run`, so the two
 answer bad input, failures and signals the same way. Paddle-free.
 """
 from __future__ import annotations
@@ -41,14 +41,6 @@ def progress(total: int, desc: str, unit: str):
         yield (lambda name, step: bar.set_postfix_str(f"{name}: {step}")), bar.update
 
 
-def _bad_input_types() -> tuple[type[Exception], ...]:
-    types: list[type[Exception]] = [BadInput]  # ArtifactError is one
-    if "models" in sys.modules:  # only if a command got as far as importing the zoo
-        import models
-        types += [models.UnknownModelError, models.InputSizeError, models.WeightsError, models.ExternalModelError]
-    return tuple(types)
-
-
 def run(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
     """Run `command`; bad input ends in one line on stderr and exit code 2, never a traceback."""
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -69,11 +61,9 @@ def run(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
     except ExportFailed as err:
         click.echo(f"cnnexport: failed: {err}", err=True)
         return EXIT_FAILED
-    except Exception as err:
-        if isinstance(err, _bad_input_types()):
-            click.echo(f"cnnexport: error: {err}", err=True)
-            return EXIT_USAGE
-        raise
+    except BadInput as err:  # the zoo's, the weights', an artifact's and the options' errors alike
+        click.echo(f"cnnexport: error: {err}", err=True)
+        return EXIT_USAGE
     finally:
         signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0

@@ -32,7 +32,7 @@ def eager_layer_outputs(model, batch: np.ndarray) -> list[tuple[str, str, np.nda
     call, in the order the calls finish."""
     import paddle
 
-    from models.fusion import forward_hooks
+    from .models.fusion import forward_hooks
 
     records = []
 
@@ -168,7 +168,7 @@ def localise(row: Row, label: str, manifest: Manifest, eager_model, batch: np.nd
     weights against the eager model's; or the ONNX graph's values (run by ONNX Runtime as the row
     ran it) and initializers against the eager model's layers and weights; or, without Paddle, a
     GPU run's values against the same graph on the CPU."""
-    from models.weights import state_dict_arrays
+    from .models.weights import state_dict_arrays
 
     names = manifest.paddle_param_names
     sample = batch[:1] if manifest.input["dynamic_batch"] else batch
@@ -205,7 +205,7 @@ def stored_weight_differences(root: Path) -> list[dict]:
 def changed_weights(root: Path, rel: str, manifest: Manifest, eager_model) -> dict:
     """A weights file failed integrity: which of its stored weights differ from the model's, by name,
     whether or not parity notices (a flipped low-order bit may not)."""
-    from models.weights import state_dict_arrays
+    from .models.weights import state_dict_arrays
 
     names = manifest.paddle_param_names
     result: dict = {"file": rel}

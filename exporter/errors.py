@@ -1,11 +1,17 @@
-"""The errors the command line maps to exit codes: bad input is 2, a failed export or check is 1."""
+"""The errors cnnexport raises for its user to act on, all `CnnexportError`s: bad input (exit 2 on
+the command line) and a failed export or check (exit 1). The message is one line that says what
+was wrong and what to do; the command line prints it as it is."""
 
 
-class BadInput(ValueError):
+class CnnexportError(Exception):
+    """The base of every error cnnexport raises on purpose; anything else is a bug."""
+
+
+class BadInput(CnnexportError, ValueError):
     """Something the user asked for that cannot be done as asked (exit 2)."""
 
 
-class ExportFailed(RuntimeError):
+class ExportFailed(CnnexportError, RuntimeError):
     """An export step failed or its outputs disagree with the eager model (exit 1)."""
 
 

@@ -66,7 +66,7 @@ class ExportOptions:
     @property
     def external(self) -> bool:
         """A module:callable model."""
-        from models.external import is_callable_spec
+        from .models.external import is_callable_spec
         return is_callable_spec(self.model)
 
     @property
@@ -86,9 +86,9 @@ class ExportOptions:
 
 def validate(opts: ExportOptions) -> None:
     """Reject bad input before any work: one clear reason each."""
-    import models
-    from models import external
-    from models.registry import MAX_CLASSES, MAX_INPUT_SIZE
+    from . import models
+    from .models import external
+    from .models.registry import MAX_CLASSES, MAX_INPUT_SIZE
 
     if opts.imported:
         from .imported import validate_import
@@ -188,8 +188,8 @@ def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = Fals
     arguments it is built with), in eval mode; fused if asked, tracing a forward pass at `img_size`."""
     import paddle
 
-    import models
-    from models import external
+    from . import models
+    from .models import external
     from .rewrite import fuse
 
     paddle.seed(INIT_SEED)
@@ -374,8 +374,8 @@ def model_description(opts: ExportOptions) -> tuple[str, dict, int, tuple, tuple
     """(family, the keyword arguments the model is built with, input side, mean, std): the zoo's
     registry data, or for a module:callable model the user's --model-kwargs, --img-size, --mean
     and --std (ImageNet's normalisation by default, as paddle.vision.models and PaddleClas use)."""
-    import models
-    from models.registry import IMAGENET_MEAN, IMAGENET_STD
+    from . import models
+    from .models.registry import IMAGENET_MEAN, IMAGENET_STD
 
     if opts.external:
         return (EXTERNAL_FAMILY, dict(opts.model_kwargs or {}), opts.img_size, opts.mean or IMAGENET_MEAN,
@@ -568,7 +568,7 @@ def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, np.ndarray], 
 
 
 def _params(model) -> int:
-    from models.fusion import count_params
+    from .models.fusion import count_params
     return count_params(model)
 
 

@@ -140,7 +140,7 @@ def describe_import(opts) -> dict:
     """What the artifact says of an imported directory: its program and parameters, the input spec
     (from its deploy config, else the options), its deploy config if any, and the manifest's
     `model` and `weights` sections."""
-    from models.registry import IMAGENET_MEAN, IMAGENET_STD
+    from .models.registry import IMAGENET_MEAN, IMAGENET_STD
 
     directory = Path(opts.model)
     program, params = find_program(directory)

@@ -1,6 +1,6 @@
 """The int8 variant of the ONNX model: ONNX Runtime's static quantization (QDQ format, per-channel
 int8 weights), calibrated on real images preprocessed exactly as the manifest says. Paddle-free
-(a CIFAR-format tarball is read through `exporter.cifar`, which imports Paddle).
+(a CIFAR-format tarball is read through `cnnexport.cifar`, which imports Paddle).
 
 The settings were chosen by measurement (README, "int8"): MinMax calibration, uint8 activations and
 int8 weights (U8S8: as accurate as S8S8 and faster on the small graphs here), no reduced range. The

@@ -1,6 +1,6 @@
 """What one child process does for one runtime: open it, run the parity batches, time it.
 
-`run_job` is the entry point that `exporter.run` hands to `isolate.call_isolated`; keeping it here
+`run_job` is the entry point that `cnnexport.run` hands to `isolate.call_isolated`; keeping it here
 lets `runtimes` (how to open and call a runtime) and `bench` (how to time a call) know nothing of
 each other.
 """

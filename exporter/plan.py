@@ -3,7 +3,7 @@ export's smoke check. Paddle-free.
 
 A row names its runtime (with the fallback configurations to try in order, so Paddle Inference's
 oneDNN -> native -> no-IR-optimisation chain is ordinary data), the parity inputs it runs, its
-tolerance, whether it is timed, and where a failure is traced. `exporter.run` runs a row and
+tolerance, whether it is timed, and where a failure is traced. `cnnexport.run` runs a row and
 judges it; nothing downstream asks what kind of runtime a row is.
 """
 from __future__ import annotations

@@ -112,7 +112,7 @@ class VerifyReport:
     timings: list[Timing]
     passed: bool
     verified: str
-    accuracy: dict | None = None           # with --eval-data: top-1 accuracy against the labels (exporter.accuracy)
+    accuracy: dict | None = None           # with --eval-data: top-1 accuracy against the labels (cnnexport.accuracy)
 
     @property
     def name(self) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from models.fusion import (BATCH_NORMS, FuseError, RewriteLog, bn_affine, count_params, fold_affine_into_next_conv,
+from .models.fusion import (BATCH_NORMS, FuseError, RewriteLog, bn_affine, count_params, fold_affine_into_next_conv,
                            fold_bn_into_conv, forward_hooks, is_unpadded, macs)
 
 from .compare import rel_l2

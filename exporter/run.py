@@ -1,7 +1,7 @@
 """Running a row of the plan, and judging what it gave. Paddle-free.
 
 Each attempt of a row (its spec, or its fallback configurations in order) runs in its own child
-process (`exporter.job.run_job` through `isolate.call_isolated`): a native crash is that attempt's
+process (`cnnexport.job.run_job` through `isolate.call_isolated`): a native crash is that attempt's
 failure, with its signal, and the next attempt is tried.
 """
 from __future__ import annotations

@@ -3,9 +3,9 @@
 
 Importing this module imports neither Paddle nor paddle2onnx (GPU machines may have neither);
 each runtime imports its own library when opened. Runtimes are opened in a child process
-(`exporter.job`, through `isolate.call_isolated`), so that a native crash is contained. Adding a
+(`cnnexport.job`, through `isolate.call_isolated`), so that a native crash is contained. Adding a
 runtime is one opener here (or a "package.module:function" kind of one's own) and a row in
-`exporter.plan`.
+`cnnexport.plan`.
 """
 from __future__ import annotations
 

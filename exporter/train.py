@@ -1,11 +1,11 @@
 """`cnnexport train`: train a zoo model on CIFAR-format data with its seed notebook's recipe.
 
 Every family declares the recipe of the notebook it comes from in its own module (a
-`models.training.Recipe`: optimizer, learning-rate schedule, epochs, batch size, augmentations,
+`cnnexport.models.training.Recipe`: optimizer, learning-rate schedule, epochs, batch size, augmentations,
 knob schedules); this module turns it into Paddle objects and runs it, with label-smoothing
 cross-entropy (0.1) for all. A knob schedule anneals a value that is not a weight (VanillaNet's
 leaky-ReLU slope `act_learn` 0 -> 1, AlexNet-DY's routing temperature 30 -> 1) on every layer
-that has that knob (`models.training.set_knob`). No knob is in the state dict, and a model rebuilt
+that has that knob (`cnnexport.models.training.set_knob`). No knob is in the state dict, and a model rebuilt
 from a weights file has every knob at 1, so `best_model.pdparams` is only chosen among epochs that
 ran at 1.
 
@@ -38,11 +38,11 @@ import paddle.nn.functional as F
 import paddle.vision.transforms as T
 from tqdm import tqdm
 
-import models
-from models.registry import MAX_CLASSES, MAX_INPUT_SIZE
-from models.training import (DEPLOY_VALUE, KnobSchedule, LRSchedule, Recipe, Transform, eval_transforms, knob_layers,
+from . import models
+from .models.registry import MAX_CLASSES, MAX_INPUT_SIZE
+from .models.training import (DEPLOY_VALUE, KnobSchedule, LRSchedule, Recipe, Transform, eval_transforms, knob_layers,
                              set_knob)
-from models.weights import WeightsError, check_fit, restricted_load, short_repr, state_dict_arrays
+from .models.weights import WeightsError, check_fit, restricted_load, short_repr, state_dict_arrays
 
 from .artifact import atomic_write, writable_directory, write_json
 from .cifar import CifarData, CifarDataset, read_cifar_tarball

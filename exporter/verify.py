@@ -1,11 +1,11 @@
 """`cnnexport verify`: integrity -> reference -> plan -> run -> judge -> localise -> report.
 
-Importable and runnable without Paddle (`python -m exporter.verify --device gpu ARTIFACT` on a
+Importable and runnable without Paddle (`python -m cnnexport.verify --device gpu ARTIFACT` on a
 machine with only numpy, onnx, onnxruntime-gpu and click: the same command as `cnnexport
 verify`): the eager model and Paddle Inference rows need Paddle and are left out without it, and
-parity is then checked against the artifact's reference bundle (`exporter.reference`).
+parity is then checked against the artifact's reference bundle (`cnnexport.reference`).
 
-Every runtime runs in its own child process (`exporter.run`): a native crash becomes that
+Every runtime runs in its own child process (`cnnexport.run`): a native crash becomes that
 runtime's failure (with its signal), and the other runtimes are still verified.
 """
 from __future__ import annotations
@@ -151,7 +151,7 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
         if not paddle_available():
             stored_reference(path, manifest)
         elif manifest.model.get("source") == "callable":  # its module must import here to rebuild the model
-            from models.external import resolve
+            from .models.external import resolve
             resolve(manifest.name)
         if eval_set is not None:
             accuracy.check_classes(eval_set, manifest, eval_data)
@@ -176,8 +176,8 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m exporter.verify`: `cnnexport verify` where only this package's Paddle-free part is needed."""
-    return console.run(verify_command, argv, "python -m exporter.verify")
+    """`python -m cnnexport.verify`: `cnnexport verify` where only this package's Paddle-free part is needed."""
+    return console.run(verify_command, argv, "python -m cnnexport.verify")
 
 
 if __name__ == "__main__":

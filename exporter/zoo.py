@@ -4,9 +4,7 @@ Every figure is registry data (`models.model_info`), so listing the zoo builds n
 """
 from __future__ import annotations
 
-import models
-
-
+from . import models
 def zoo_table(pattern: str | None = None) -> list[dict]:
     infos = [models.model_info(n) for n in models.list_models()]
     return [{"name": i.name, "family": i.family, "input_size": i.input_size, "num_classes": i.num_classes,

@@ -1,6 +1,6 @@
 """The cnnexport model zoo: one module per seed family, one registry.
 
-    import models
+    from cnnexport import models
     model = models.create("vanillanet_5", num_classes=10)
     models.load_weights(model, "best_model.pdparams")
 """

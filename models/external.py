@@ -15,10 +15,12 @@ import re
 import sys
 from collections.abc import Callable
 
+from ..errors import BadInput
+
 CALLABLE_SPEC = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 
 
-class ExternalModelError(ValueError):
+class ExternalModelError(BadInput):
     """A `module:callable` that does not give a model (exit 2)."""
 
 

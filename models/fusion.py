@@ -3,7 +3,7 @@
 Every function here rewrites parameters in place and is exact in real arithmetic; the folded
 values are computed in float64 and rounded once to the layer's dtype. Which foldings are *valid*
 (what feeds what) is the caller's knowledge: a layer's `fuse()` method or a generic pass in
-`exporter.rewrite`.
+`cnnexport.rewrite`.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import difflib
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
+from ..errors import BadInput
 from .training import Recipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,12 +25,12 @@ HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(BadInput, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; a user-facing error should not
         return self.args[0]
 
 
-class InputSizeError(ValueError):
+class InputSizeError(BadInput):
     """An input size the architecture cannot take."""
 
 
@@ -67,7 +68,7 @@ class ModelInfo:
 
     `params` and `macs` describe the model built with these defaults (`seed_compat` off); they are
     written down rather than computed so that `cnnexport list` builds nothing, and a test keeps them
-    equal to `count_params` and `macs` of `models.fusion`. `small_input_size` is the family's
+    equal to `count_params` and `macs` of `cnnexport.models.fusion`. `small_input_size` is the family's
     unless the model declares its own; `baseline` marks a notebook's comparison model.
     """
 

@@ -1,7 +1,7 @@
 """Training recipes as data, and the one protocol for training-time knobs. Paddle-free to import.
 
 A family module declares its seed notebook's recipe next to its constructors
-(`register_family(..., recipe=Recipe(...))`); `exporter.train` turns it into Paddle objects and
+(`register_family(..., recipe=Recipe(...))`); `cnnexport.train` turns it into Paddle objects and
 runs it. Everything here is plain data: the optimizer and transforms are named by their Paddle
 class, the LR schedule says which `paddle.optimizer.lr` class it is and with what arguments.
 

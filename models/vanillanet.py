@@ -5,7 +5,7 @@ between whose negative slope `act_learn` is raised from 0 to 1 during training (
 at slope 1 the leaky ReLU is the identity and the two convs are one linear map. Every stage ends in
 the series-informed activation: ReLU, then a depthwise (2n+1)x(2n+1) conv (+ BatchNorm).
 
-Deploy form (`deploy=True`, or `exporter.rewrite.fuse` of a train-time model at `act_learn == 1`):
+Deploy form (`deploy=True`, or `cnnexport.rewrite.fuse` of a train-time model at `act_learn == 1`):
 one conv per stage, stem and classifier, the activations' BatchNorm folded into their kernels.
 
 State-dict keys are the notebook's: `stem1.0.weight`, `stages.0.conv1.0.weight`, `stages.0.act.bn._mean`,
@@ -104,7 +104,7 @@ def _check_deep_training_done(act_learn: float) -> None:
 
 
 class DeepTrainingSlope:
-    """The `act_learn` training knob (see models.training): VanillaNet's own slope acts between its
+    """The `act_learn` training knob (see cnnexport.models.training): VanillaNet's own slope acts between its
     stem convs and its classifier convs, each Block's between the Block's two convs; `set_knob`
     sets them all."""
 

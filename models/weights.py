@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadInput
 from .fusion import numpy_dtype
 
 # Paddle 2.x state dicts carry this bookkeeping entry (structured name -> parameter name).
@@ -49,7 +50,7 @@ _PLAIN_VALUES = {bool, int, float, str, bytes, type(None)}
 _KEY_TYPES = {str, bytes, int}
 
 
-class WeightsError(ValueError):
+class WeightsError(BadInput):
     """A weights file that cannot be read or does not fit the model."""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.cifar import FOLDER, write_cifar_tarball
+from cnnexport.cifar import FOLDER, write_cifar_tarball
 
 
 def random_cifar(path: Path, n_train: int = 40, n_test: int = 20, classes: int = 10, seed: int = 0) -> Path:

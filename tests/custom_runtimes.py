@@ -2,7 +2,7 @@
 import os
 from dataclasses import dataclass
 
-from exporter.runtimes import PaddleConfig
+from cnnexport.runtimes import PaddleConfig
 
 
 def open_aborting(spec):

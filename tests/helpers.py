@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import models
-from models.fusion import perturb  # noqa: F401  (the tests' name for it)
+from cnnexport import models
+from cnnexport.models.fusion import perturb  # noqa: F401  (the tests' name for it)
 
 # What the tests take of each family is registry data, declared in the family's module
 # (`register_family`, `register_model`), so a new family needs no line here.
@@ -29,12 +29,12 @@ def random_images(n: int, size: int, seed: int = 0, channels: int = 3) -> np.nda
 
 
 def photo_batch(size: int, mean, std) -> np.ndarray:
-    from exporter.images import preprocess, sample_photos
+    from cnnexport.images import preprocess, sample_photos
     return preprocess(sample_photos(), {"shape": [None, 3, size, size], "mean": mean, "std": std, "scale": 1 / 255})
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    from exporter.cli import main
+    from cnnexport.cli import main
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

@@ -4,7 +4,7 @@
 
 kills the process just before (or just after, with `:after`) the Nth call of NAME as MODULE sees
 it: where a power loss or `kill -9` could strike. NAME may be an attribute of a module that
-MODULE imported (`exporter.artifact:os.rename`): only MODULE's view of it is replaced.
+MODULE imported (`cnnexport.artifact:os.rename`): only MODULE's view of it is replaced.
 `--no-exchange` makes the atomic exchange unavailable, to exercise the two-rename fallback.
 """
 from __future__ import annotations
@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
     target, nth, *flags = argv[:split]
     arm(target, int(nth))
     if "--no-exchange" in flags:
-        from exporter import artifact
+        from cnnexport import artifact
         artifact._exchange = lambda a, b: False
-    from exporter.cli import main as cnnexport
+    from cnnexport.cli import main as cnnexport
     return cnnexport(argv[split + 1:])
 
 

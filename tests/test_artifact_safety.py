@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import artifact
-from exporter.artifact import Manifest, describe_files, sweep_leftovers
-from exporter.errors import BadInput
+from cnnexport import artifact
+from cnnexport.artifact import Manifest, describe_files, sweep_leftovers
+from cnnexport.errors import BadInput
 from tests.helpers import hidden_entries, run_cli
 
 EXPORT = ["alexnet_bn", "--img-size", "64", "--onnx", "--fuse"]
@@ -23,7 +23,7 @@ VERIFY = ["--no-bench", "--no-reference-evaluator"]
 
 @pytest.fixture(scope="module")
 def verified(tmp_path_factory) -> Path:
-    from exporter.cli import main
+    from cnnexport.cli import main
     out = tmp_path_factory.mktemp("safety") / "alexnet_bn-fused"
     assert main([*EXPORT, "--out", str(out)]) == 0
     assert main(["verify", str(out), *VERIFY]) == 0
@@ -87,8 +87,8 @@ def test_a_symbolic_link_in_an_artifact_fails_integrity_and_is_not_followed(copy
 def test_one_flipped_low_byte_of_a_weight_is_named_though_parity_passes(copy, capsys):
     manifest = Manifest.load(copy)
     paddle_name = next(p for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
-    from exporter.export import build_model
-    from exporter.rewrite import fuse
+    from cnnexport.export import build_model
+    from cnnexport.rewrite import fuse
     fused, _ = fuse(build_model("alexnet_bn", manifest.model["kwargs"], None))
     needle = fused.state_dict()["features.4.weight"].numpy().ravel()[200:204].astype("<f4").tobytes()
     params = bytearray((copy / "inference.pdiparams").read_bytes())
@@ -186,7 +186,7 @@ def test_verify_without_a_terminal_prints_plain_step_lines(copy, capsys):
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     from PIL import Image
 
-    from exporter.images import folder_photos
+    from cnnexport.images import folder_photos
     Image.fromarray(np.full((4, 4), 257 * 100, np.uint16)).save(tmp_path / "grey16.png")
     Image.fromarray(np.full((4, 4, 3), 100, np.uint8)).save(tmp_path / "rgb8.png")
     photos = folder_photos(tmp_path)
@@ -234,7 +234,7 @@ def test_a_crafted_reference_bundle_is_refused_without_paddle_and_rewritten_with
     (copy / "reference.npz").write_bytes(_crafted_bundles(good, marker)[case])
     _rehash(copy)  # the manifest vouches for it: only the loader's own checks stand in the way
 
-    proc = subprocess.run([sys.executable, "-m", "exporter.verify", str(copy), "--no-bench", "--device", "cpu"],
+    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", str(copy), "--no-bench", "--device", "cpu"],
                           env=without_paddle(tmp_path), capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "is not a valid reference bundle" in proc.stderr

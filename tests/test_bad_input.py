@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.artifact import FORMAT
+from cnnexport.artifact import FORMAT
 from tests.helpers import run_cli
 
 
@@ -115,7 +115,7 @@ def weights_file(tmp: Path, blob: bytes, name: str = "w.pdparams") -> Path:
 def alexnet_bn_weights(tmp: Path) -> Path:
     import paddle
 
-    import models
+    from cnnexport import models
     path = tmp / "bn.pdparams"
     paddle.save(models.create("alexnet_bn", img_size=64).state_dict(), str(path))
     return path

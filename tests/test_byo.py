@@ -14,11 +14,11 @@ import paddle
 import pytest
 from paddle import nn
 
-import models
-from exporter.artifact import Manifest, integrity_problems
-from exporter.cli import main as cli_main
-from exporter.rewrite import fuse
-from models.fusion import BATCH_NORMS
+from cnnexport import models
+from cnnexport.artifact import Manifest, integrity_problems
+from cnnexport.cli import main as cli_main
+from cnnexport.rewrite import fuse
+from cnnexport.models.fusion import BATCH_NORMS
 from tests.helpers import REPO, perturb, random_images, rel_l2, run_cli, subprocess_env
 
 # (callable, its keyword arguments, input side): one small variant of each family.
@@ -35,7 +35,7 @@ REPARAM_NET = "tests.reparam_net:build"
 
 def _saved_weights(spec: str, kwargs: dict, path) -> str:
     """Weights of the callable's model with random BatchNorm statistics and affines, as a .pdparams."""
-    from models import external
+    from cnnexport.models import external
     paddle.seed(3)
     model = perturb(external.build(spec, kwargs), seed=5)
     models.save_weights(model, path)
@@ -179,7 +179,7 @@ def test_a_module_that_verify_cannot_import_is_exit_2(tmp_path, capsys, monkeypa
 
 _SAVE = """
 import sys, numpy as np, paddle, paddle.vision.models as m
-from models.fusion import perturb
+from cnnexport.models.fusion import perturb
 paddle.seed(0)
 model = perturb(m.resnet18(num_classes=10)).eval()
 paddle.jit.save(model, sys.argv[1] + "/model", input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", "x")])

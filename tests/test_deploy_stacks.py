@@ -11,11 +11,11 @@ import paddle
 import pytest
 import yaml
 
-import models
-from exporter.artifact import DEPLOY_CONFIG, LEGACY_PROGRAM, ONNX_FILE, Manifest
-from exporter.export import build_model
-from exporter.images import preprocess, sample_photos, save_photos
-from exporter.runtimes import RuntimeSpec, open_runtime, paddle_configs
+from cnnexport import models
+from cnnexport.artifact import DEPLOY_CONFIG, LEGACY_PROGRAM, ONNX_FILE, Manifest
+from cnnexport.export import build_model
+from cnnexport.images import preprocess, sample_photos, save_photos
+from cnnexport.runtimes import RuntimeSpec, open_runtime, paddle_configs
 from tests.helpers import FAMILY_VARIANTS, REPO, perturb, rel_l2, run_cli, small_size, subprocess_env
 
 SIZES = {name: (small_size(name) if models.model_info(name).family != "orthonet" else 16)
@@ -27,7 +27,7 @@ LABELLED = "vanillanet_5"
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """A fused artifact with ONNX per family, non-trivial weights; VanillaNet-5's with class names."""
-    from exporter.cli import main
+    from cnnexport.cli import main
 
     root = tmp_path_factory.mktemp("deploy")
     (root / "labels.txt").write_text("\n".join(CIFAR_NAMES) + "\n")
@@ -162,7 +162,7 @@ def test_fp16_keeps_the_tail_in_fp32_where_fp16_underflows_and_verify_passes_it(
 def test_no_fp16_form_that_agrees_is_an_error(artifacts):
     import onnx
 
-    from exporter.onnx_tools import NoFp16Form, run_onnx, to_fp16
+    from cnnexport.onnx_tools import NoFp16Form, run_onnx, to_fp16
 
     model = onnx.load(artifacts[LABELLED] / ONNX_FILE)
     photos = preprocess(sample_photos(), Manifest.load(artifacts[LABELLED]).input)

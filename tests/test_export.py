@@ -8,17 +8,17 @@ import onnx
 import paddle
 import pytest
 
-import models
-from exporter import export as export_module
-from exporter import isolate
-from exporter.compare import CPU_FP32
-from exporter.job import run_job
-from exporter.plan import Row, paddle_row
-from exporter.run import run_row
-from exporter.runtimes import RuntimeSpec
-from exporter.artifact import Manifest, integrity_problems
-from exporter.export import build_model, convert_to_onnx, save_paddle
-from models.vanillanet import VanillaNet
+from cnnexport import models
+from cnnexport import export as export_module
+from cnnexport import isolate
+from cnnexport.compare import CPU_FP32
+from cnnexport.job import run_job
+from cnnexport.plan import Row, paddle_row
+from cnnexport.run import run_row
+from cnnexport.runtimes import RuntimeSpec
+from cnnexport.artifact import Manifest, integrity_problems
+from cnnexport.export import build_model, convert_to_onnx, save_paddle
+from cnnexport.models.vanillanet import VanillaNet
 from tests.helpers import FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
 
 
@@ -106,7 +106,7 @@ def test_static_batch_is_fixed_in_both_formats(tmp_path, capsys):
 
 
 def test_json_prints_the_manifest(tmp_path, capsys):
-    from exporter.cli import main
+    from cnnexport.cli import main
     assert main(["resnet18_cifar", "--img-size", "16", "--out", str(tmp_path / "r"), "--json"]) == 0
     out, err = capsys.readouterr()
     manifest = json.loads(out)
@@ -144,7 +144,7 @@ def test_export_all_with_a_list(tmp_path, capsys, monkeypatch):
 def test_console_script_error_has_no_traceback(tmp_path):
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "moganet_xtiny", "--img-size", "33"],
+    proc = subprocess.run([sys.executable, "-m", "cnnexport", "moganet_xtiny", "--img-size", "33"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("cnnexport: error: input size 33 px is not supported: "
@@ -200,7 +200,7 @@ def test_the_legacy_program_is_written_when_the_callers_main_module_imports_padd
 
     from tests.helpers import REPO, subprocess_env
     script = tmp_path / "export_it.py"
-    script.write_text("import paddle\nfrom exporter.cli import main\n\nif __name__ == '__main__':\n"
+    script.write_text("import paddle\nfrom cnnexport.cli import main\n\nif __name__ == '__main__':\n"
                       f"    raise SystemExit(main(['alexnet_bn', '--img-size', '64', '--out', {str(tmp_path / 'a')!r}]))\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO,
                           env=subprocess_env(tmp_path / "tmp"), timeout=300)

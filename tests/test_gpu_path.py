@@ -12,14 +12,14 @@ import paddle
 import pytest
 from onnx import TensorProto, numpy_helper
 
-import models
-from exporter import runtimes
-from exporter.artifact import Manifest, describe_files, integrity_problems
-from exporter.compare import FP16, GPU_TF32
-from exporter.plan import VerifyOptions, verify_plan
-from exporter.reference import parity_inputs, read_bundle
-from exporter.runtimes import iobinding_call
-from exporter.verify import verify_artifact
+from cnnexport import models
+from cnnexport import runtimes
+from cnnexport.artifact import Manifest, describe_files, integrity_problems
+from cnnexport.compare import FP16, GPU_TF32
+from cnnexport.plan import VerifyOptions, verify_plan
+from cnnexport.reference import parity_inputs, read_bundle
+from cnnexport.runtimes import iobinding_call
+from cnnexport.verify import verify_artifact
 from tests.helpers import perturb, without_paddle
 
 
@@ -27,7 +27,7 @@ from tests.helpers import perturb, without_paddle
 def verified(tmp_path_factory) -> tuple[Path, dict]:
     """A fused ResNet-18 (CIFAR) at 16 px with an fp16 variant, verified once with Paddle (which
     writes its bundle); returns the directory and that verification's report."""
-    from exporter.cli import main
+    from cnnexport.cli import main
 
     root = tmp_path_factory.mktemp("gpu")
     paddle.seed(41)
@@ -62,7 +62,7 @@ def test_the_paddle_free_runner_verifies_against_the_bundle(artifact, tmp_path):
     env = without_paddle(tmp_path)
     blocked = subprocess.run([sys.executable, "-c", "import paddle"], env=env, capture_output=True, text=True)
     assert "paddle is blocked" in blocked.stderr
-    proc = subprocess.run([sys.executable, "-m", "exporter.verify", str(artifact), "--device", "cpu",
+    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", str(artifact), "--device", "cpu",
                            "--batch-sizes", "1,2"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS (reference: reference bundle" in proc.stdout
@@ -82,7 +82,7 @@ def test_without_paddle_or_bundle_verify_says_what_to_do(artifact, tmp_path):
     manifest = Manifest.load(artifact)
     manifest.files = {k: v for k, v in manifest.files.items() if k != "reference.npz"}
     manifest.write(bare)
-    proc = subprocess.run([sys.executable, "-m", "exporter.verify", str(bare), "--no-bench"],
+    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", str(bare), "--no-bench"],
                           env=without_paddle(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 2
     assert "run `cnnexport verify` once on a machine with Paddle" in proc.stderr
@@ -162,7 +162,7 @@ def test_device_resident_timing_path_runs_on_the_cpu_provider(artifact):
 
 def test_runtime_against_runtime_alignment_finds_the_changed_node(artifact, tmp_path):
     """What a GPU machine without Paddle localises: one run's values against another's, by node."""
-    from exporter.divergence import first_differing_value, onnx_intermediates
+    from cnnexport.divergence import first_differing_value, onnx_intermediates
 
     model = onnx.load(artifact / "inference.onnx")
     conv = [n for n in model.graph.node if n.op_type == "Conv"][5]

@@ -21,12 +21,12 @@ import paddle
 import pytest
 
 import crafted
-import models
+from cnnexport import models
 from cifar_data import members_of, random_cifar, tarball_with_members
-from exporter import train
-from exporter.cifar import read_cifar_tarball
+from cnnexport import train
+from cnnexport.cifar import read_cifar_tarball
 from tests.helpers import run_cli
-from models.weights import state_dict_arrays
+from cnnexport.models.weights import state_dict_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = ["alexnet_bn", "--img-size", "64"]
@@ -148,7 +148,7 @@ def test_memory_corrupting_weights_leave_a_real_process_standing(case, tmp_path,
     """In a child process a segfault is a negative return code, not a lost test worker."""
     path = tmp_path / "crafted.pdparams"
     path.write_bytes(crafted.crafted_file(case, weights, next(iter(weights)), tmp_path / "marker"))
-    result = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-m", "exporter.cli", *EXPORT,
+    result = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-m", "cnnexport", *EXPORT,
                              "--weights", str(path)], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 2, result.stderr

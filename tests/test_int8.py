@@ -15,9 +15,9 @@ import paddle
 import pytest
 from onnx import numpy_helper
 
-import models
-from exporter.artifact import Manifest
-from exporter.images import save_photos
+from cnnexport import models
+from cnnexport.artifact import Manifest
+from cnnexport.images import save_photos
 from tests.cifar_data import digits_cifar
 from tests.helpers import FAMILY_VARIANTS, REPO, perturb, run_cli, small_size, subprocess_env
 
@@ -50,14 +50,14 @@ def _calibration(name: str, data: dict[str, Path]) -> list[str]:
 def artifacts(tmp_path_factory, data) -> Path:
     """One fused int8 artifact per family (non-trivial weights), verified once. VanillaNet-5's export
     runs as a command with a $TMPDIR of its own, to see that quantization leaves nothing there."""
-    from exporter.cli import main
+    from cnnexport.cli import main
 
     root = tmp_path_factory.mktemp("int8") / "artifacts"
     for name, size in INT8_SIZES.items():
         args = [*_int8_export(name, size, root.parent), "--out", str(root / f"{name}-fused"), *_calibration(name, data)]
         if name == "vanillanet_5":
             tmpdir = root.parent / "tmp"
-            proc = subprocess.run([sys.executable, "-m", "exporter.cli", *args], capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, "-m", "cnnexport", *args], capture_output=True, text=True,
                                   cwd=REPO, env=subprocess_env(tmpdir), timeout=600)
             assert proc.returncode == 0, proc.stderr[-2000:]
             assert list(tmpdir.iterdir()) == []
@@ -125,7 +125,7 @@ def test_calibration_data_is_bounded_reproducible_and_recorded(artifacts, data):
     assert calib["vanillanet_5"]["source"] == f"256 of the 300 training images of {data['digits']}"
     assert calib["orthonet18"]["source"].startswith("8 of the 8 images in ")
     assert calib["alexnet_dy"]["source"] == "the parity photographs (scikit-image)"
-    from exporter.int8 import seeded_subset
+    from cnnexport.int8 import seeded_subset
     assert np.array_equal(seeded_subset(300, 256), seeded_subset(300, 256)) and len(set(seeded_subset(300, 256))) == 256
 
 
@@ -177,6 +177,6 @@ def test_verify_eval_data_measures_top1_accuracy_of_eager_onnx_and_int8(artifact
 
 
 def test_accuracy_is_the_fraction_of_labels_predicted():
-    from exporter.accuracy import top1
+    from cnnexport.accuracy import top1
     logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     assert top1(logits, np.array([1, 0, 0, 0])) == 0.75

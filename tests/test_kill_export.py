@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.artifact import Manifest, integrity_problems
+from cnnexport.artifact import Manifest, integrity_problems
 from tests.helpers import REPO, hidden_entries, run_cli, subprocess_env
 
 OLD = ["alexnet_bn", "--img-size", "64", "--onnx"]            # the artifact already there
@@ -23,7 +23,7 @@ NEW = ["alexnet_bn", "--img-size", "64", "--onnx", "--fuse"]  # what the killed 
 @pytest.fixture(scope="module")
 def old_artifact(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("old") / "alexnet_bn"
-    from exporter.cli import main
+    from cnnexport.cli import main
     assert main([*OLD, "--out", str(out)]) == 0
     return out
 
@@ -42,18 +42,18 @@ def _is_finished(path: Path, fused: bool) -> bool:
 
 # (where the process dies, which call, extra flags for the driver)
 KILL_POINTS = [
-    ("exporter.export:save_paddle", 1, ()),
-    ("exporter.export:add_legacy_program:after", 1, ()),       # the legacy program written into staging
-    ("exporter.export:_in_child:after", 1, ()),                # the ONNX file converted
-    ("exporter.export:smoke_parity", 1, ()),
-    ("exporter.artifact:write_json", 1, ()),                   # the manifest, in staging
-    ("exporter.artifact:write_json:after", 1, ()),             # staging complete, not yet swapped
-    ("exporter.artifact:check_replaceable:after", 1, ()),      # locked, nothing staged yet
-    ("exporter.artifact:_exchange", 1, ()),
-    ("exporter.artifact:_exchange:after", 1, ()),              # swapped: the old one waits in staging
-    ("exporter.artifact:shutil.rmtree", 1, ()),                # removing the old one
-    ("exporter.artifact:os.rename:after", 1, ("--no-exchange",)),  # fallback: old moved aside, no target
-    ("exporter.artifact:os.rename:after", 2, ("--no-exchange",)),  # fallback: new in place, old aside
+    ("cnnexport.export:save_paddle", 1, ()),
+    ("cnnexport.export:add_legacy_program:after", 1, ()),       # the legacy program written into staging
+    ("cnnexport.export:_in_child:after", 1, ()),                # the ONNX file converted
+    ("cnnexport.export:smoke_parity", 1, ()),
+    ("cnnexport.artifact:write_json", 1, ()),                   # the manifest, in staging
+    ("cnnexport.artifact:write_json:after", 1, ()),             # staging complete, not yet swapped
+    ("cnnexport.artifact:check_replaceable:after", 1, ()),      # locked, nothing staged yet
+    ("cnnexport.artifact:_exchange", 1, ()),
+    ("cnnexport.artifact:_exchange:after", 1, ()),              # swapped: the old one waits in staging
+    ("cnnexport.artifact:shutil.rmtree", 1, ()),                # removing the old one
+    ("cnnexport.artifact:os.rename:after", 1, ("--no-exchange",)),  # fallback: old moved aside, no target
+    ("cnnexport.artifact:os.rename:after", 2, ("--no-exchange",)),  # fallback: new in place, old aside
 ]
 
 
@@ -80,7 +80,7 @@ def test_sigkill_during_export_leaves_old_or_new_and_the_next_run_recovers(targe
 
 
 def test_fallback_swap_without_a_kill_replaces_and_leaves_nothing(target, tmp_path, capsys, monkeypatch):
-    from exporter import artifact
+    from cnnexport import artifact
     monkeypatch.setattr(artifact, "_exchange", lambda a, b: False)
     code, _, err = run_cli(capsys, *NEW, "--out", str(target))
     assert code == 0, err
@@ -113,7 +113,7 @@ def _gone(pid: int, within: float = 5.0) -> bool:
 
 
 def _start_export(target: Path, tmpdir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "exporter.cli", *NEW, "--out", str(target)], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "cnnexport", *NEW, "--out", str(target)], cwd=REPO,
                             env=subprocess_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -153,7 +153,7 @@ def test_a_killed_export_takes_its_child_with_it(target, tmp_path, capsys, how):
 
 def test_two_exports_to_one_out_take_turns(target, tmp_path):
     tmpdir = tmp_path / "tmpdir"
-    procs = [subprocess.Popen([sys.executable, "-m", "exporter.cli", *args, "--out", str(target), "--json"], cwd=REPO,
+    procs = [subprocess.Popen([sys.executable, "-m", "cnnexport", *args, "--out", str(target), "--json"], cwd=REPO,
                               env=subprocess_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for args in (NEW, OLD)]
     results = [p.communicate(timeout=300) for p in procs]

@@ -20,7 +20,7 @@ VERIFY = ["--no-bench", "--no-reference-evaluator"]
 def exported(tmp_path_factory) -> Path:
     """A fused AlexNet-BN that has never been verified (so verify writes its bundle), and one
     that has (so verify with new photographs rewrites it)."""
-    from exporter.cli import main
+    from cnnexport.cli import main
     root = tmp_path_factory.mktemp("exported")
     assert main(["alexnet_bn", "--img-size", "64", "--onnx", "--fuse", "--out", str(root / "fresh")]) == 0
     shutil.copytree(root / "fresh", root / "verified")
@@ -38,18 +38,18 @@ def photo_dir(tmp_path_factory) -> Path:
 
 # (where verify dies, which call, which artifact, whether it is given new photographs)
 KILL_POINTS = [
-    ("exporter.verify:integrity_problems", 1, "fresh", False),
-    ("exporter.reference:eager_outputs:after", 1, "fresh", False),
-    ("exporter.artifact:os.replace", 1, "fresh", False),        # the bundle written, not yet renamed
-    ("exporter.reference:atomic_write:after", 1, "fresh", False),  # the bundle in place, the manifest not updated
-    ("exporter.reference:atomic_write:after", 1, "verified", True),  # a listed bundle replaced, manifest stale
-    ("exporter.artifact:write_json", 1, "fresh", False),        # the manifest update
-    ("exporter.artifact:os.replace", 2, "fresh", False),        # the manifest written, not yet renamed
-    ("exporter.artifact:write_json:after", 1, "fresh", False),
-    ("exporter.verify:run_row", 1, "fresh", False),             # while the runtimes run
-    ("exporter.verify:write_json", 1, "fresh", False),          # verify.json
-    ("exporter.artifact:os.replace", 3, "fresh", False),        # verify.json written, not yet renamed
-    ("exporter.report:atomic_write:after", 1, "fresh", False),  # latency.png written, REPORT.md not
+    ("cnnexport.verify:integrity_problems", 1, "fresh", False),
+    ("cnnexport.reference:eager_outputs:after", 1, "fresh", False),
+    ("cnnexport.artifact:os.replace", 1, "fresh", False),        # the bundle written, not yet renamed
+    ("cnnexport.reference:atomic_write:after", 1, "fresh", False),  # the bundle in place, the manifest not updated
+    ("cnnexport.reference:atomic_write:after", 1, "verified", True),  # a listed bundle replaced, manifest stale
+    ("cnnexport.artifact:write_json", 1, "fresh", False),        # the manifest update
+    ("cnnexport.artifact:os.replace", 2, "fresh", False),        # the manifest written, not yet renamed
+    ("cnnexport.artifact:write_json:after", 1, "fresh", False),
+    ("cnnexport.verify:run_row", 1, "fresh", False),             # while the runtimes run
+    ("cnnexport.verify:write_json", 1, "fresh", False),          # verify.json
+    ("cnnexport.artifact:os.replace", 3, "fresh", False),        # verify.json written, not yet renamed
+    ("cnnexport.report:atomic_write:after", 1, "fresh", False),  # latency.png written, REPORT.md not
 ]
 
 

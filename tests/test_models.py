@@ -13,12 +13,12 @@ import paddle
 import pytest
 from paddle import nn
 
-import models
-from exporter.rewrite import FuseError, fuse
-from models import registry
-from models.fusion import count_params, macs
-from models.softpool import SoftPool2D
-from models.training import Recipe, knob_layers, set_knob
+from cnnexport import models
+from cnnexport.rewrite import FuseError, fuse
+from cnnexport.models import registry
+from cnnexport.models.fusion import count_params, macs
+from cnnexport.models.softpool import SoftPool2D
+from cnnexport.models.training import Recipe, knob_layers, set_knob
 from tests.helpers import BASELINES, FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
 
 ALL = models.list_models()

@@ -6,10 +6,10 @@ import paddle
 import pytest
 from paddle import nn
 
-import models
-from exporter.rewrite import FuseError, fuse
-from models.dynamic_conv import DYConv2D, RoutingAttention
-from models.fusion import BATCH_NORMS, count_params
+from cnnexport import models
+from cnnexport.rewrite import FuseError, fuse
+from cnnexport.models.dynamic_conv import DYConv2D, RoutingAttention
+from cnnexport.models.fusion import BATCH_NORMS, count_params
 from tests.helpers import BASELINES, FAMILY_VARIANTS, perturb, photo_batch, random_images, rel_l2, small_size
 
 PARITY_MODELS = list(FAMILY_VARIANTS.values()) + BASELINES + ["orthonet50"]

@@ -12,17 +12,18 @@ from pathlib import Path
 import paddle
 import pytest
 
-import models
-from exporter.compare import CPU_FP32
-from exporter.plan import Row, VerifyOptions
-from exporter.report import write_report
-from exporter.runtimes import RuntimeSpec
-from exporter.verify import verify_artifact
+from cnnexport import models
+from cnnexport.compare import CPU_FP32
+from cnnexport.plan import Row, VerifyOptions
+from cnnexport.report import write_report
+from cnnexport.runtimes import RuntimeSpec
+from cnnexport.verify import verify_artifact
 from tests.helpers import REPO, perturb, run_cli
 
 
-def _imports(path: Path, package: str) -> set[str]:
-    """The modules of `package` that a module imports, anywhere in it (functions included)."""
+def _imports(path: Path) -> set[str]:
+    """The sibling modules a module imports, anywhere in it (functions included). Inside the package
+    every import of its own modules is package-relative, so that is all there is to find."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
@@ -30,11 +31,16 @@ def _imports(path: Path, package: str) -> set[str]:
                 found.add(node.module.split(".")[0])
             else:
                 found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{package}."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(f"{package}."))
     return found
+
+
+def _absolute_own_imports(path: Path) -> list[str]:
+    """Imports of the package by its installed name, or of the folders' old top-level names."""
+    own = ("cnnexport", "models", "exporter")
+    return [name for node in ast.walk(ast.parse(path.read_text()))
+            for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if name.split(".")[0] in own]
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -53,22 +59,30 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return next((c for n in sorted(graph) if n not in state and (c := visit(n, [n]))), None)
 
 
-@pytest.mark.parametrize("package", ["exporter", "models"])
-def test_no_module_imports_another_in_a_cycle(package):
-    modules = {p.stem: p for p in (REPO / package).glob("*.py") if p.stem != "__init__"}
-    graph = {name: _imports(path, package) & modules.keys() - {name} for name, path in modules.items()}
+@pytest.mark.parametrize("folder", ["exporter", "models"])
+def test_no_module_imports_another_in_a_cycle(folder):
+    modules = {p.stem: p for p in (REPO / folder).glob("*.py") if p.stem != "__init__"}
+    graph = {name: _imports(path) & modules.keys() - {name} for name, path in modules.items()}
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check itself works
+
+
+@pytest.mark.parametrize("folder", ["exporter", "models"])
+def test_the_package_imports_itself_only_relatively(folder):
+    """The folders are one package only once installed (cnnexport, cnnexport.models): an absolute
+    import of `models` would find a user's own models.py first."""
+    absolute = {p.name: found for p in (REPO / folder).glob("*.py") if (found := _absolute_own_imports(p))}
+    assert absolute == {}
 
 
 def _options(help_text: str) -> list[str]:
     return sorted(set(re.findall(r"(?<![\w-])--[a-z][\w-]*", help_text)))
 
 
-def test_python_m_exporter_verify_is_the_same_command_as_cnnexport_verify(capsys):
+def test_python_m_cnnexport_verify_is_the_same_command_as_cnnexport_verify(capsys):
     code, cli_help, _ = run_cli(capsys, "verify", "--help")
     assert code == 0
-    proc = subprocess.run([sys.executable, "-m", "exporter.verify", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", "--help"], capture_output=True, text=True,
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert _options(proc.stdout) == _options(cli_help)

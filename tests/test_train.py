@@ -16,16 +16,16 @@ import paddle.nn.functional as F
 import pytest
 import yaml
 
-import models
-from exporter import cifar, train
-from exporter.cifar import FOLDER, read_cifar_tarball, write_cifar_tarball
-from exporter.cli import main
-from exporter.errors import BadInput
-from exporter.rewrite import fuse
-from models import registry
-from models.dynamic_conv import RoutingAttention
-from models.training import CosinePerIteration, MultiStepPerEpoch
-from models.weights import read_state_dict
+from cnnexport import models
+from cnnexport import cifar, train
+from cnnexport.cifar import FOLDER, read_cifar_tarball, write_cifar_tarball
+from cnnexport.cli import main
+from cnnexport.errors import BadInput
+from cnnexport.rewrite import fuse
+from cnnexport.models import registry
+from cnnexport.models.dynamic_conv import RoutingAttention
+from cnnexport.models.training import CosinePerIteration, MultiStepPerEpoch
+from cnnexport.models.weights import read_state_dict
 
 from cifar_data import batch_bytes, digits_cifar, malicious_batch, members_of, random_cifar, tarball_with_members
 from helpers import run_cli
@@ -301,7 +301,7 @@ def test_training_learns_digits(tmp_path):
 
 _CHILD = textwrap.dedent("""
     import sys
-    from exporter.train import run_training
+    from cnnexport.train import run_training
     run_training("alexnet", sys.argv[1], out=sys.argv[2], epochs=3, batch_size=4, img_size=64,
                  device="cpu", progress="off")
 """)
@@ -449,7 +449,7 @@ def test_a_config_recording_bad_arguments_is_refused(tmp_path, tiny):
 
 _LAUNCHED = textwrap.dedent("""
     import sys
-    from exporter.train import run_training
+    from cnnexport.train import run_training
     run_training("alexnet_bn", sys.argv[1], out=sys.argv[2], epochs=1, batch_size=8, img_size=64,
                  device="cpu", progress="off")
 """)

@@ -12,13 +12,13 @@ import paddle
 import pytest
 from onnx import numpy_helper
 
-import models
-from exporter import runtimes
-from exporter.artifact import Manifest
-from exporter.compare import CPU_FP32
-from exporter.plan import Row, VerifyOptions
-from exporter.run import judge_row, run_row
-from exporter.verify import verify_artifact
+from cnnexport import models
+from cnnexport import runtimes
+from cnnexport.artifact import Manifest
+from cnnexport.compare import CPU_FP32
+from cnnexport.plan import Row, VerifyOptions
+from cnnexport.run import judge_row, run_row
+from cnnexport.verify import verify_artifact
 from tests.custom_runtimes import AbortingPaddleConfig
 from tests.helpers import FAMILY_VARIANTS, perturb, run_cli, small_size
 
@@ -29,7 +29,7 @@ SIZES = {name: (small_size(name) if models.model_info(name).family != "orthonet"
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     """Fused artifacts of one model per family (plus VanillaNet-5 unfused), non-trivial weights."""
-    from exporter.cli import main
+    from cnnexport.cli import main
 
     root = tmp_path_factory.mktemp("verify") / "artifacts"
     for name, size in SIZES.items():
@@ -45,7 +45,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def verified(artifacts):
-    from exporter.cli import main
+    from cnnexport.cli import main
     code = main(["verify", *map(str, sorted(artifacts.iterdir())), "--batch-sizes", "1,2"])
     return code, artifacts
 
@@ -120,8 +120,8 @@ def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified,
     manifest = Manifest.load(art)
     paddle_name, owner = next((p, s) for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
     params = (art / "inference.pdiparams").read_bytes()
-    from exporter.export import build_model
-    from exporter.rewrite import fuse
+    from cnnexport.export import build_model
+    from cnnexport.rewrite import fuse
     fused, _ = fuse(build_model("alexnet_dy", manifest.model["kwargs"], manifest.weights["path"]))
     values = fused.state_dict()[owner].numpy().ravel()
     needle = values[100:104].astype("<f4").tobytes()
