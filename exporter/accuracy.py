@@ -8,6 +8,8 @@ ONNX file's in a child through the runner, as verify's rows are.
 """
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,18 @@ EVAL_CHUNK = 50           # images per inference call: bounded memory at any inp
 
 
 def read_eval_set(path: str):
-    """The CIFAR-format tarball `--eval-data` names (cnnexport.cifar.CifarData); BadInput naming the option."""
-    from .cifar import read_cifar_tarball
-
+    """The CIFAR-format tarball `--eval-data` names (cnnexport.cifar.CifarData); BadInput naming the option.
+    Read once while the file stays as it is: verify checks it before any work, then measures on it."""
     if not Path(path).is_file():
         raise BadInput(f"{OPTION} {path} is not a file: give a CIFAR-format tarball (cifar-10-python.tar.gz)")
+    stat = os.stat(path)
+    return _read_eval_set(str(path), (stat.st_size, stat.st_mtime_ns, stat.st_ino))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_eval_set(path: str, stamp: tuple):
+    from .cifar import read_cifar_tarball
+
     try:
         return read_cifar_tarball(path)
     except BadInput as err:

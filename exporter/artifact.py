@@ -54,14 +54,16 @@ REFERENCE_FILE = "reference.npz"  # written by verify: a cache of the eager mode
 PADDLE_PROGRAM, LEGACY_PROGRAM, PADDLE_PARAMS = "inference.json", "inference.pdmodel", "inference.pdiparams"
 DEPLOY_CONFIG, ONNX_FILE, FP16_FILE = "inference.yml", "inference.onnx", "inference.fp16.onnx"
 INT8_FILE = "inference.int8.onnx"
-# Where the model comes from: the zoo, `module.path:callable` (rebuilt by importing it), or an
-# imported Paddle inference directory (no eager model).
-MODEL_SOURCES = ("zoo", "callable", "paddle-inference")
+# Where the model comes from: the zoo, `module.path:callable` (rebuilt by importing it), an
+# imported Paddle inference directory (no eager model), or a Layer object handed to the Python API
+# (an eager model only where the caller hands it to verify again).
+MODEL_SOURCES = ("zoo", "callable", "paddle-inference", "object")
 FORMAT = "cnnexport-artifact/2"  # 1: the Paddle files in paddle/, the ONNX file named model.onnx
 _FORMATS_OF_OURS = ("cnnexport-artifact/1", FORMAT)
+REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"  # verify's report, beside the artifacts or inside one (report.py)
 # Files verify writes into an artifact after the export: an artifact holding them (or
 # leftovers of a dead run) is still only cnnexport's.
-VERIFY_FILES = (VERIFY_REPORT, REFERENCE_FILE)
+VERIFY_FILES = (VERIFY_REPORT, REFERENCE_FILE, REPORT_MD, CHART_PNG)
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|tmp|replaced)-(?P<pid>\d+)(?:-[^/]*)?$")
 
@@ -222,6 +224,11 @@ class Manifest:
     def imported(self) -> bool:
         """An imported Paddle inference directory: Paddle Inference on its program is the reference."""
         return self.model.get("source") == "paddle-inference"
+
+    @property
+    def from_object(self) -> bool:
+        """Exported from a Layer object (the Python API): nothing here can rebuild the eager model."""
+        return self.model.get("source") == "object"
 
     @property
     def fused(self) -> bool:

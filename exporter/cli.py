@@ -1,24 +1,29 @@
-"""The `cnnexport` command line.
+"""The `cnnexport` command line, a thin layer over the Python API (`cnnexport.api`).
 
     cnnexport list                          # the zoo
     cnnexport vanillanet_5 --fuse --onnx    # rewrite + export one model into artifacts/
     cnnexport verify                        # parity + speed for what is in artifacts/
     cnnexport train MODEL --data cifar-10-python.tar.gz
 
-Paddle is imported inside the commands that need it, so `--help` is instant and `verify` can run
-its ONNX Runtime side on a machine without Paddle.
+Paddle is imported inside the commands that need it, so `--help` is instant and `verify` runs on
+a machine without Paddle (`python -m cnnexport verify --device gpu ARTIFACT` with only numpy, onnx,
+onnxruntime-gpu and click): the eager model and Paddle Inference rows are then left out, and
+parity is checked against the artifact's reference bundle.
 """
 from __future__ import annotations
 
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 
 from . import console
+from .api import check_export, check_verify, export, list_models, verify
+from .artifact import finished_artifacts
 from .errors import BadInput, ExportFailed
-from .verify import verify_command
+from .report import summary_lines, write_reports
 
 
 class _Cli(click.Group):
@@ -50,9 +55,8 @@ def list_command(pattern, as_json):
     from tabulate import tabulate
 
     console.load_paddle()
-    from .zoo import zoo_table
-
-    rows = zoo_table(pattern)
+    rows = [{"name": i.name, "family": i.family, "input_size": i.input_size, "num_classes": i.num_classes,
+             "params": i.params, "flops": i.macs} for i in list_models(pattern)]
     if not rows:
         raise BadInput(f"no model matches {pattern!r}: run `cnnexport list` for the zoo")
     if as_json:
@@ -123,26 +127,24 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
     returns a paddle.nn.Layer (importing it runs its code).
     """
     console.load_paddle()
-    from . import models
-    from .export import ExportOptions, export, validate
-
     if bool(model) == bool(all_models):
         raise BadInput("name one MODEL, or use --all (see `cnnexport list`)")
-    names = [model] if model else models.list_models() if all_models == "all" else all_models.split(",")
+    names = ([model] if model else [i.name for i in list_models()] if all_models == "all"
+             else all_models.split(","))
     if len(names) > 1 and (weights or img_size or out or labels):
         raise BadInput("--weights, --img-size, --out and --labels apply to one model: export models one by one for those")
-    plan = [ExportOptions(name, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset, static_batch,
-                          fp16, out, labels, model_kwargs, mean, std, int8=int8, calib_data=calib_data) for name in names]
-    for opts in plan:
-        validate(opts)  # an unknown name or a target that may not be replaced fails before any export starts
+    options = dict(weights=weights, num_classes=num_classes, img_size=img_size, seed_compat=seed_compat, fuse=fuse,
+                   onnx=to_onnx, opset=opset, static_batch=static_batch, fp16=fp16, out=out, labels=labels,
+                   model_kwargs=model_kwargs, mean=mean, std=std, int8=int8, calib_data=calib_data)
+    for name in names:
+        check_export(name, **options)  # an unknown name or a target that may not be replaced fails before any export
     failures = []
-    for opts in plan:
-        name = opts.model
-        report = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    report = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    for name in names:
         if len(names) > 1:
             click.echo(f"== {name}", err=as_json)
         try:
-            manifest = export(opts, report)
+            artifact = export(name, **options, report=report)
         except ExportFailed as err:
             if len(names) == 1:
                 raise
@@ -150,12 +152,67 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
             click.echo(f"cnnexport: failed: {name}: {err}", err=True)
             continue
         if as_json:
-            click.echo(json.dumps(manifest.to_dict(), indent=2))
+            click.echo(json.dumps(artifact.manifest.to_dict(), indent=2))
     if failures:
         raise ExportFailed(f"{len(failures)} of {len(names)} exports failed: {', '.join(failures)}")
 
 
-cli.add_command(verify_command)
+def _batch_sizes(ctx, param, value):
+    if not value:
+        return ()
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if any(s < 1 for s in sizes):
+        raise click.BadParameter("batch sizes must be 1 or more")
+    return sizes
+
+
+@cli.command("verify")
+@click.argument("artifacts", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="auto", show_default=True)
+@click.option("--images", type=click.Path(exists=True, file_okay=False), help="A folder of extra real images.")
+@click.option("--batch-sizes", callback=_batch_sizes, help="Batch sizes to time (default 1,8 on CPU; 1,8,64 on GPU).")
+@click.option("--bench/--no-bench", default=True, show_default=True, help="Time each runtime.")
+@click.option("--threads", type=int, default=0, help="CPU threads for every runtime (default: all cores).")
+@click.option("--rtol", type=float, help="Relative L2 tolerance (default 1e-5 on CPU, 1e-3 for TF32 on GPU).")
+@click.option("--atol", type=float, help="Also bound the max absolute error.")
+@click.option("--reference-evaluator/--no-reference-evaluator", default=True, show_default=True,
+              help="Also run onnx.reference (slow, shares no code with the other runtimes).")
+@click.option("--eval-data", help="A CIFAR-format tarball: also measure top-1 accuracy against its labels (eager, "
+                                  "ONNX, int8; the first 1000 test images). Needs Paddle.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol, atol, reference_evaluator, eval_data,
+                   as_json):
+    """Check artifacts: file integrity, parity across runtimes, first divergence, speed.
+
+    ARTIFACTS default to every finished artifact under artifacts/. Writes verify.json into each,
+    and REPORT.md with latency.png beside them where those names are cnnexport's (else into each
+    artifact). Exit 1 if any check fails.
+    """
+    console.load_paddle()
+    options = dict(device=device, images=images, batch_sizes=batch_sizes, bench=bench, threads=threads, rtol=rtol,
+                   atol=atol, reference_evaluator=reference_evaluator, eval_data=eval_data)
+    paths = [Path(a) for a in artifacts] or finished_artifacts(Path("artifacts"))
+    if not paths:
+        raise BadInput("no finished artifacts under artifacts/: export one first, e.g. `cnnexport vanillanet_5 --fuse --onnx`")
+    for path in paths:  # exit 2 before any work
+        check_verify(path, **options)
+    reports = []
+    with console.progress(len(paths), "verify", "artifact") as (show, advance):
+        for path in paths:
+            reports.append(verify(path, **options, progress=lambda step, p=path: show(p.name, step)))
+            advance()
+    written = write_reports(paths)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        for report in reports:
+            click.echo("\n".join(summary_lines(report)))
+        for path, why in written:
+            click.echo(f"report: {path}" + (f" ({why})" if why else ""))
+    return 0 if all(r.passed for r in reports) else console.EXIT_FAILED
 
 
 @cli.command("train")

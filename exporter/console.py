@@ -1,7 +1,7 @@
 """Running a click command as cnnexport does: exit codes, one-line errors, SIGTERM, progress lines.
 
-Both `cnnexport` (cnnexport.cli) and `python -m cnnexport.verify` run through `run`, so the two
-answer bad input, failures and signals the same way. Paddle-free.
+Every command of `cnnexport` (cnnexport.cli; `python -m cnnexport` is the same) runs through `run`,
+so that all answer bad input, failures and signals the same way. Paddle-free.
 """
 from __future__ import annotations
 

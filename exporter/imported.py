@@ -6,9 +6,11 @@ There is no eager model: the artifact holds the original program and parameters 
 flat layout's `inference.*`), and Paddle Inference on them is the reference every other format is
 judged against. The deploy config is the directory's own `inference.yml` when it has one (its
 input size and normalisation are read from it), else one written from `--img-size`, `--mean` and
-`--std`. Every file is checked before use: the config is YAML of the PaddleClas/PaddleX schema
-and a bounded size, and the program is first run by Paddle Inference in a child process, so a
-crafted file that crashes Paddle is a refusal, not our death.
+`--std`; a program whose input fixes H and W (`InputSpec([None, 3, S, S])`) says the size itself,
+and any two of these that are given must agree. Every file is checked before use: the config is
+YAML of the PaddleClas/PaddleX schema and a bounded size, the program is of a bounded size and
+first run by Paddle Inference in a child process, so a crafted file that crashes Paddle is a
+refusal, not our death.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from .errors import BadInput
 
 DEPLOY_CONFIG_NAME = "inference.yml"
 MAX_CONFIG_BYTES = 1 << 20
+MAX_PROGRAM_BYTES = 64 << 20  # ResNet-50's program is 170 kB (JSON), 80 kB (protobuf); DenseNet-201's 0.7 MB
+PIR_DATA_OPS = ("1.data", "pd_op.data")  # a Paddle 3 program's input op, with its dialect's number or its name
 IMPORTED_FAMILY = "paddle-inference"  # the manifest's family for an imported directory
 
 
@@ -106,11 +110,117 @@ def read_deploy_config(path: Path) -> dict:
     return out
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def program_input_size(program: Path) -> tuple[int, int] | None:
+    """The (H, W) that the program's one input fixes; None where H or W is dynamic (-1), or where the
+    file does not read as a program at all (no JSON/protobuf, no op list, no input op: Paddle
+    Inference, run on it later, is the judge of that file). An input that is there but is not one
+    [N, 3, H, W] of sizes cnnexport takes is a BadInput. A Paddle 3 program (`NAME.json`) declares
+    it as `program.regions[0].blocks[0].ops[i]` with `"#": "1.data"` and an attribute
+    `{"N": "shape", "AT": {"#": "1.a_intarray", "D": [-1, 3, 64, 64]}}`; a legacy one
+    (`NAME.pdmodel`, a ProgramDesc) as a `feed` op of block 0 whose output `Out` names a var of
+    block 0 with `type.dense_tensor.tensor.dims`."""
+    from .models.registry import MAX_INPUT_SIZE
+
+    def bad(what: str) -> BadInput:
+        return BadInput(f"{program} {what}: re-save the model with one InputSpec([None, 3, S, S]) (or with dynamic "
+                        "H, W and give --img-size)")
+
+    try:
+        with open(program, "rb") as file:
+            raw = file.read(MAX_PROGRAM_BYTES + 1)
+    except OSError as err:
+        raise BadInput(f"cannot read {program} ({err.strerror}): check the file and its permissions") from None
+    if len(raw) > MAX_PROGRAM_BYTES:
+        raise BadInput(f"{program} is larger than {MAX_PROGRAM_BYTES >> 20} MiB, far beyond any CNN's program: "
+                       "give the directory of a Paddle inference model")
+    if program.suffix == ".json":
+        import json
+        try:
+            ops = json.loads(raw)["program"]["regions"][0]["blocks"][0]["ops"]
+        except (ValueError, RecursionError, LookupError, TypeError):  # not JSON, or not a program's layout
+            return None
+        inputs = []
+        for op in ops if isinstance(ops, list) else []:
+            if isinstance(op, dict) and op.get("#") in PIR_DATA_OPS:
+                attrs = {a.get("N"): a.get("AT") for a in op["A"] if isinstance(a, dict)} \
+                    if isinstance(op.get("A"), list) else {}
+                name, shape = (attrs.get(key).get("D") if isinstance(attrs.get(key), dict) else None
+                               for key in ("name", "shape"))
+                inputs.append((name, shape))
+    else:
+        try:
+            from google.protobuf.message import DecodeError
+            from paddle.base.proto import framework_pb2
+        except ImportError:
+            raise BadInput(f"reading the legacy program {program} needs Paddle: pip install paddlepaddle") from None
+        desc = framework_pb2.ProgramDesc()
+        try:
+            desc.ParseFromString(raw)
+        except (DecodeError, RecursionError, ValueError, RuntimeError):  # not a ProgramDesc
+            return None
+        if not desc.blocks:
+            return None
+        block = desc.blocks[0]
+        feeds = [op for op in block.ops if op.type == "feed"]
+        var_names = [next((list(o.arguments) for o in op.outputs if o.parameter == "Out"), []) for op in feeds]
+        variables = {v.name: v for v in block.vars}
+        inputs = []
+        for names in var_names:
+            var = variables.get(names[0]) if len(names) == 1 else None
+            dense = var is not None and var.type.HasField("dense_tensor")
+            inputs.append((names[0] if names else None, list(var.type.dense_tensor.tensor.dims) if dense else None))
+    if not inputs:
+        return None
+    if len(inputs) > 1:
+        raise bad(f"has {len(inputs)} inputs ({_short([n for n, _ in inputs])}), not one image batch")
+    name, shape = inputs[0]
+    what = f"input {_short(name)}"
+    if not isinstance(shape, list) or not all(d is None or type(d) is int for d in shape):
+        raise bad(f"declares {what} with the shape {_short(shape)}, not a list of integers")
+    dims = [-1 if d is None else d for d in shape]
+    if len(dims) != 4:
+        raise bad(f"declares {what} of rank {len(dims)} ({_short(dims)}), not [N, 3, H, W]")
+    if dims[1] != 3:
+        raise bad(f"declares {what} with channel count {dims[1]} ({_short(dims)}), not 3 (cnnexport takes RGB images)")
+    if any(d < -1 or d == 0 for d in dims) or any(d > MAX_INPUT_SIZE for d in dims[2:]):
+        raise bad(f"declares {what} as {_short(dims)}: each size must be -1 (dynamic) or 1..{MAX_INPUT_SIZE} px "
+                  "(the batch 1 or more)")
+    return None if -1 in dims[2:] else (dims[2], dims[3])
+
+
+def _input_size(directory: Path, program: Path, config: dict, img_size: int | None) -> int:
+    """The input side: the deploy config's, the program's fixed one, or --img-size; any two given must agree."""
+    fixed = program_input_size(program)
+    if fixed and fixed[0] != fixed[1]:
+        raise BadInput(f"{program} fixes a non-square input, {fixed[0]}x{fixed[1]} (H x W): cnnexport exports square "
+                       "inputs; re-save the model with InputSpec([None, 3, S, S]) or with dynamic H, W")
+    side, size = fixed[0] if fixed else None, config.get("size")
+    if size is not None and side is not None and size != side:
+        raise BadInput(f"{directory / DEPLOY_CONFIG_NAME} says size {size} but {program} fixes the input at "
+                       f"{side}x{side}: make the deploy config's size {side}, or re-save the program")
+    if size is not None and img_size is not None and size != img_size:
+        raise BadInput(f"--img-size {img_size} contradicts {directory / DEPLOY_CONFIG_NAME} (size {size}): "
+                       "leave --img-size out")
+    if side is not None and img_size is not None and img_size != side:
+        raise BadInput(f"--img-size {img_size} contradicts {program}, whose input is fixed at {side}x{side}: "
+                       "leave --img-size out")
+    size = size or side or img_size
+    if size is None:
+        raise BadInput(f"{directory} has no {DEPLOY_CONFIG_NAME} saying the input size: give --img-size "
+                       f"(no fixed input height and width could be read from its program {program.name})")
+    return size
+
+
 def validate_import(opts) -> None:
     """An imported directory's own checks (before any work): a Paddle model in it, a deploy config
-    that reads, an input size from one of them, options that apply, a target that is not the source."""
+    that reads, an input size from one of them (or --img-size), options that apply, a target that is not the source."""
     directory = Path(opts.model)
-    find_program(directory)
+    program, _ = find_program(directory)
     for option, given in (("--fuse", opts.fuse), ("--weights", opts.weights), ("--num-classes", opts.num_classes),
                           ("--seed-compat", opts.seed_compat), ("--model-kwargs", opts.model_kwargs is not None)):
         if given:
@@ -119,13 +229,7 @@ def validate_import(opts) -> None:
     if opts.labels:
         raise BadInput("--labels does not apply to an imported Paddle inference directory: its own inference.yml "
                        "(copied as it is) names the classes")
-    config = _config_of(directory)
-    size = config.get("size")
-    if size is not None and opts.img_size is not None and size != opts.img_size:
-        raise BadInput(f"--img-size {opts.img_size} contradicts {directory / DEPLOY_CONFIG_NAME} (size {size}): "
-                       "leave --img-size out")
-    if size is None and opts.img_size is None:
-        raise BadInput(f"{directory} has no {DEPLOY_CONFIG_NAME} saying the input size: give --img-size")
+    _input_size(directory, program, _config_of(directory), opts.img_size)
     target, source = opts.target().absolute().resolve(), directory.resolve()
     if target == source or source in target.parents or target in source.parents:
         raise BadInput(f"--out {opts.target()} would overlap the directory being imported: choose another --out")
@@ -138,14 +242,14 @@ def _config_of(directory: Path) -> dict:
 
 def describe_import(opts) -> dict:
     """What the artifact says of an imported directory: its program and parameters, the input spec
-    (from its deploy config, else the options), its deploy config if any, and the manifest's
+    (from its deploy config, its program or the options), its deploy config if any, and the manifest's
     `model` and `weights` sections."""
     from .models.registry import IMAGENET_MEAN, IMAGENET_STD
 
     directory = Path(opts.model)
     program, params = find_program(directory)
     config = _config_of(directory)
-    size = config.get("size") or opts.img_size
+    size = _input_size(directory, program, config, opts.img_size)
     spec = input_section(opts.static_batch, size, config.get("mean") or opts.mean or IMAGENET_MEAN,
                          config.get("std") or opts.std or IMAGENET_STD, config.get("scale", 1 / 255))
     return {

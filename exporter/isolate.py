@@ -40,6 +40,7 @@ class ChildFailed(RuntimeError):
 
 
 _PR_SET_PDEATHSIG = 1
+_QUIET_WARNING = "ignore:No ccache found:UserWarning"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -126,6 +127,10 @@ def call_isolated(fn: Callable, *args, what: str | None = None, timeout: float |
     """fn(*args, **kwargs) in a spawned child; `fn` and its arguments must be picklable. `env`: variables
     the child's interpreter starts with (set before it imports anything, even the parent's __main__)."""
     what = what or getattr(fn, "__name__", "child")
+    # The child imports the caller's __main__ again before it runs anything of ours (spawn does), and a
+    # script that imports Paddle before cnnexport would print Paddle's import-time warning each time.
+    quiet = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), _QUIET_WARNING)))
+    env = {"PYTHONWARNINGS": quiet, **(env or {})}
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     # The child's stdout and stderr go to a file without a name: nothing is left in $TMPDIR,
@@ -134,7 +139,7 @@ def call_isolated(fn: Callable, *args, what: str | None = None, timeout: float |
         proc = ctx.Process(target=_child_main, daemon=True,
                            args=(sender, _InheritedFd(log.fileno()), os.getpid(), fn, args, kwargs))
         try:
-            with _environment(env or {}):
+            with _environment(env):
                 _start_whole(proc)
             sender.close()
             try:

@@ -49,13 +49,22 @@ class StaleWeights(Exception):
     """The weights file named in the manifest is gone or has changed since the export."""
 
 
-def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> tuple[dict, dict, object]:
-    """The trained model's outputs (unfused, as loaded) and its fused form's, rebuilt from the manifest;
-    and the eager model in the artifact's form."""
-    from .export import build_model
+def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray], layer=None) -> tuple[dict, dict, object]:
+    """The trained model's outputs (unfused, as loaded) and its fused form's, rebuilt from the manifest
+    (or a copy of `layer`, the Layer object it was exported from); and the eager model in the
+    artifact's form."""
+    from .exporting import build_model, own_copy
+    from .models.weights import state_dict_sha256
     from .rewrite import fuse
 
     weights = manifest.weights
+    if layer is not None:
+        model = own_copy(layer)
+        if state_dict_sha256(model) != weights.get("state_dict_sha256"):
+            raise StaleWeights(f"the Layer object given has other weights than the {manifest.name} exported "
+                               "into this artifact (state dict sha256 mismatch)")
+        fused, _ = fuse(model, manifest.img_size)
+        return eager_logits(model, inputs), eager_logits(fused, inputs), fused if manifest.fused else model
     if weights["path"]:
         path = Path(weights["path"])
         if not path.is_file():
@@ -67,14 +76,18 @@ def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> tuple[di
     return eager_logits(model, inputs), eager_logits(fused, inputs), fused if manifest.fused else model
 
 
-def paddle_side(root: Path, manifest: Manifest, inputs: dict) -> tuple[dict, list[RowResult], object, str]:
+def paddle_side(root: Path, manifest: Manifest, inputs: dict, layer=None) -> tuple[dict, list[RowResult], object, str]:
     """The reference outputs where Paddle is installed, the checks made on the way, the eager model
     in the artifact's form (None for an imported program) and what the reference is: the eager
-    model, or for an imported Paddle inference directory, Paddle Inference on its program."""
-    if manifest.imported:
-        from .export import paddle_reference
-        return paddle_reference(root, inputs)[0], [], None, "Paddle Inference (imported program)"
-    plain, folded, eager_model = eager_outputs(manifest, inputs)
+    model, or for an imported Paddle inference directory, and for a Layer object not handed back
+    (`layer`), Paddle Inference on the artifact's program."""
+    if manifest.imported or (manifest.from_object and layer is None):
+        from .exporting import paddle_reference
+        source = ("Paddle Inference (imported program)" if manifest.imported else
+                  f"Paddle Inference (the artifact's program: {manifest.name} was exported from a Layer object, "
+                  "so there is no eager model to rebuild; verify(artifact, model=layer) checks against it)")
+        return paddle_reference(root, inputs)[0], [], None, source
+    plain, folded, eager_model = eager_outputs(manifest, inputs, layer)
     return plain, [judge("eager-fused/cpu", plain, folded, CPU_FP32)], eager_model, "eager (unfused)"
 
 
@@ -151,19 +164,21 @@ def stored_reference(root: Path, manifest: Manifest, why_not_eager: str = "Paddl
                         "run `cnnexport verify` once on a machine with Paddle")
 
 
-def reference_for(root: Path, manifest: Manifest, images: str | None, problems: dict[str, str]) -> Reference:
+def reference_for(root: Path, manifest: Manifest, images: str | None, problems: dict[str, str],
+                  layer=None) -> Reference:
     """The eager model's outputs, or, without Paddle, the stored bundle.
 
     With Paddle the bundle is a cache of the eager outputs: one that is missing, stale or damaged
     (a verify killed between writing it and the manifest leaves it so) is written again, and is
     no problem of the artifact's; a good one is compared with the eager outputs. Without Paddle
-    the bundle is the reference (`stored_reference`).
+    the bundle is the reference (`stored_reference`). `layer`: the Layer object an artifact
+    of one was exported from (`Manifest.from_object`).
     """
     why_not_eager = "Paddle is not installed"
     if paddle_available():
         inputs = parity_inputs(manifest, images)
         try:
-            plain, rows, eager_model, source = paddle_side(root, manifest, inputs)
+            plain, rows, eager_model, source = paddle_side(root, manifest, inputs, layer)
         except StaleWeights as err:
             problems["weights"] = why_not_eager = str(err)
         else:

@@ -1,23 +1,39 @@
-"""What verify reports: artifacts/REPORT.md and latency.png from the verify.json of every verified
-artifact, and the plain-text summary the command prints."""
+"""What verify reports: REPORT.md and latency.png from the verify.json of every verified artifact,
+and the plain-text summary the command prints.
+
+The report goes beside the artifacts (artifacts/REPORT.md) where cnnexport owns those two names
+there: each is absent, or written by cnnexport and unchanged since, as the marker that ends every
+REPORT.md proves (the sha256 of the text above it, and of the latency.png written with it).
+Anywhere else, each artifact gets a report of its own inside it: a file cnnexport did not write is
+never replaced.
+"""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
-from .artifact import VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sweep_leftovers
+from .artifact import (CHART_PNG, REPORT_MD, VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sha256,
+                       sweep_leftovers)
 from .results import Timing, VerifyReport
 
-REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"
+MAX_REPORT_BYTES = 16 << 20  # a REPORT.md larger than this is not one of ours, and is not read
+# The last line of every REPORT.md cnnexport writes. The chart's previous hash is kept too: a verify
+# killed between writing REPORT.md and latency.png leaves the old chart, which is still ours.
+_MARKER = re.compile(r"<!-- written by cnnexport verify: text sha256 (?P<text>[0-9a-f]{64}), latency.png sha256 "
+                     r"(?P<chart>[0-9a-f]{64}|none) \(was (?P<was>[0-9a-f]{64}|none)\) -->")
 
 
-def load_reports(root: Path) -> tuple[list[VerifyReport], list[str]]:
-    """The verify.json of every artifact under `root`, and the ones skipped because they are unreadable
-    (a damaged report of one artifact must not stop the report of the others)."""
+def load_reports(root: Path, only_itself: bool = False) -> tuple[list[VerifyReport], list[str]]:
+    """The verify.json of every artifact under `root` (or of `root` itself), and the ones skipped
+    because they are unreadable (a damaged report of one artifact must not stop the report of the
+    others)."""
     reports, skipped = [], []
-    for artifact in finished_artifacts(root):
+    for artifact in [root] if only_itself else finished_artifacts(root):
         path = artifact / VERIFY_REPORT
         if not path.is_file():
             continue
@@ -118,13 +134,43 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def write_report(root: Path) -> Path | None:
+def _marker(path: Path) -> dict | None:
+    """The marker of a REPORT.md that cnnexport wrote and nobody has changed since; None otherwise."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
+            return None
+        text = path.read_bytes()
+    except OSError:
+        return None
+    body, _, last = text.rstrip(b"\n").rpartition(b"\n")
+    found = _MARKER.fullmatch(last.decode("ascii", errors="replace"))
+    if found is None or hashlib.sha256(body).hexdigest() != found["text"]:
+        return None
+    return found.groupdict()
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def owns_report(directory: Path) -> bool:
+    """Whether verify may write REPORT.md and latency.png in `directory`: each is absent, or written
+    by cnnexport and unchanged since."""
+    md, chart = directory / REPORT_MD, directory / CHART_PNG
+    marker = _marker(md)
+    if _present(md) and marker is None:
+        return False
+    if not _present(chart):
+        return True
+    if marker is None or chart.is_symlink() or not chart.is_file():
+        return False
+    return sha256(chart) in (marker["chart"], marker["was"])
+
+
+def report_text(reports: list[VerifyReport], skipped: list[str], chart: bool) -> str:
+    """REPORT.md's text, without its marker."""
     from tabulate import tabulate
 
-    sweep_leftovers(root)  # a report write killed before its rename leaves a temporary file here
-    reports, skipped = load_reports(root)
-    if not reports:
-        return None
     threads = sorted({rep.threads for rep in reports})
     lines = [
         "# cnnexport verification report", "",
@@ -156,14 +202,48 @@ def write_report(root: Path) -> Path | None:
                   tabulate(speed, headers=["artifact", "runtime", "precision", "mode", "batch", "p50 ms", "p90 ms",
                                            "p99 ms", "images/s", "fuse gain", "ORT/Paddle", "int8 gain"],
                            tablefmt="github"), "",
-                  f"![latency]({CHART_PNG})", ""]
-        _chart([t for rep in reports for t in rep.timings], root / CHART_PNG)
-    path = root / REPORT_MD
-    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines)))
-    return path
+                  *([f"![latency]({CHART_PNG})", ""] if chart else [])]
+    return "\n".join(lines)
 
 
-def _chart(timings: list[Timing], path: Path) -> None:
+def write_report(directory: Path, reports: list[VerifyReport], skipped: list[str] = ()) -> Path:
+    """REPORT.md (and latency.png, when there are timings) for `reports` in `directory`, whose two
+    names the caller has checked are cnnexport's (`owns_report`). REPORT.md is written first,
+    naming the new chart and the one it replaces; then the chart."""
+    timings = [t for rep in reports for t in rep.timings]
+    chart = _chart(timings) if timings else None
+    md, chart_path = directory / REPORT_MD, directory / CHART_PNG
+    previous = sha256(chart_path) if chart is not None and chart_path.is_file() else "none"
+    body = report_text(reports, list(skipped), chart is not None).encode()
+    marker = (f"<!-- written by cnnexport verify: text sha256 {hashlib.sha256(body).hexdigest()}, latency.png sha256 "
+              f"{hashlib.sha256(chart).hexdigest() if chart else 'none'} (was {previous}) -->")
+    atomic_write(md, lambda tmp: Path(tmp).write_bytes(body + b"\n" + marker.encode() + b"\n"))
+    if chart is not None:
+        atomic_write(chart_path, lambda tmp: Path(tmp).write_bytes(chart))
+    return md
+
+
+def write_reports(artifacts: list[Path]) -> list[tuple[Path, str]]:
+    """The reports of a verify run over `artifacts`: one per directory that holds them, covering
+    every verified artifact there, where cnnexport owns the report's names; otherwise one inside
+    each artifact. Returns (REPORT.md, why it is where it is, or "") for each written."""
+    written = []
+    for directory in sorted({Path(a).resolve().parent for a in artifacts}):
+        sweep_leftovers(directory)  # a report write killed before its rename leaves a temporary file here
+        if owns_report(directory):
+            reports, skipped = load_reports(directory)
+            if reports:
+                written.append((write_report(directory, reports, skipped), ""))
+            continue
+        why = f"{directory / REPORT_MD} or {CHART_PNG} there is not cnnexport's: left as it is"
+        for artifact in sorted(Path(a).resolve() for a in artifacts if Path(a).resolve().parent == directory):
+            reports, skipped = load_reports(artifact, only_itself=True)
+            if reports and owns_report(artifact):
+                written.append((write_report(artifact, reports, skipped), why))
+    return written
+
+
+def _chart(timings: list[Timing]) -> bytes:
     import logging
 
     import matplotlib
@@ -186,5 +266,7 @@ def _chart(timings: list[Timing], path: Path) -> None:
     ax.set_title("Latency per runtime and batch")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    return png.getvalue()

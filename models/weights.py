@@ -19,6 +19,7 @@ out-of-band buffers, and protocols 0-2 as Python 3 writes them, which spell byte
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from collections import OrderedDict
@@ -348,6 +349,16 @@ def _read_pdparams(path: Path) -> dict:
 
 def state_dict_arrays(model) -> OrderedDict[str, np.ndarray]:
     return OrderedDict((k, v.numpy()) for k, v in model.state_dict().items())
+
+
+def state_dict_sha256(model) -> str:
+    """A digest of the model's state dict (names, dtypes, shapes, values): what identifies a Layer
+    object's weights when there is no weights file to hash."""
+    digest = hashlib.sha256()
+    for name, array in sorted(state_dict_arrays(model).items()):
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def save_weights(model, path: str | Path) -> None:

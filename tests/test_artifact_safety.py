@@ -87,7 +87,7 @@ def test_a_symbolic_link_in_an_artifact_fails_integrity_and_is_not_followed(copy
 def test_one_flipped_low_byte_of_a_weight_is_named_though_parity_passes(copy, capsys):
     manifest = Manifest.load(copy)
     paddle_name = next(p for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
-    from cnnexport.export import build_model
+    from cnnexport.exporting import build_model
     from cnnexport.rewrite import fuse
     fused, _ = fuse(build_model("alexnet_bn", manifest.model["kwargs"], None))
     needle = fused.state_dict()["features.4.weight"].numpy().ravel()[200:204].astype("<f4").tobytes()
@@ -234,7 +234,7 @@ def test_a_crafted_reference_bundle_is_refused_without_paddle_and_rewritten_with
     (copy / "reference.npz").write_bytes(_crafted_bundles(good, marker)[case])
     _rehash(copy)  # the manifest vouches for it: only the loader's own checks stand in the way
 
-    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", str(copy), "--no-bench", "--device", "cpu"],
+    proc = subprocess.run([sys.executable, "-m", "cnnexport", "verify", str(copy), "--no-bench", "--device", "cpu"],
                           env=without_paddle(tmp_path), capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "is not a valid reference bundle" in proc.stderr

@@ -13,7 +13,7 @@ import yaml
 
 from cnnexport import models
 from cnnexport.artifact import DEPLOY_CONFIG, LEGACY_PROGRAM, ONNX_FILE, Manifest
-from cnnexport.export import build_model
+from cnnexport.exporting import build_model
 from cnnexport.images import preprocess, sample_photos, save_photos
 from cnnexport.runtimes import RuntimeSpec, open_runtime, paddle_configs
 from tests.helpers import FAMILY_VARIANTS, REPO, perturb, rel_l2, run_cli, small_size, subprocess_env

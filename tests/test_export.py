@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 from cnnexport import models
-from cnnexport import export as export_module
+from cnnexport import exporting as export_module
 from cnnexport import isolate
 from cnnexport.compare import CPU_FP32
 from cnnexport.job import run_job
@@ -17,7 +17,7 @@ from cnnexport.plan import Row, paddle_row
 from cnnexport.run import run_row
 from cnnexport.runtimes import RuntimeSpec
 from cnnexport.artifact import Manifest, integrity_problems
-from cnnexport.export import build_model, convert_to_onnx, save_paddle
+from cnnexport.exporting import build_model, convert_to_onnx, save_paddle
 from cnnexport.models.vanillanet import VanillaNet
 from tests.helpers import FAMILY_VARIANTS, perturb, random_images, rel_l2, run_cli, small_size
 

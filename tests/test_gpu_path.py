@@ -19,7 +19,7 @@ from cnnexport.compare import FP16, GPU_TF32
 from cnnexport.plan import VerifyOptions, verify_plan
 from cnnexport.reference import parity_inputs, read_bundle
 from cnnexport.runtimes import iobinding_call
-from cnnexport.verify import verify_artifact
+from cnnexport.verifier import verify_artifact
 from tests.helpers import perturb, without_paddle
 
 
@@ -62,7 +62,7 @@ def test_the_paddle_free_runner_verifies_against_the_bundle(artifact, tmp_path):
     env = without_paddle(tmp_path)
     blocked = subprocess.run([sys.executable, "-c", "import paddle"], env=env, capture_output=True, text=True)
     assert "paddle is blocked" in blocked.stderr
-    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", str(artifact), "--device", "cpu",
+    proc = subprocess.run([sys.executable, "-m", "cnnexport", "verify", str(artifact), "--device", "cpu",
                            "--batch-sizes", "1,2"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS (reference: reference bundle" in proc.stdout
@@ -82,7 +82,7 @@ def test_without_paddle_or_bundle_verify_says_what_to_do(artifact, tmp_path):
     manifest = Manifest.load(artifact)
     manifest.files = {k: v for k, v in manifest.files.items() if k != "reference.npz"}
     manifest.write(bare)
-    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", str(bare), "--no-bench"],
+    proc = subprocess.run([sys.executable, "-m", "cnnexport", "verify", str(bare), "--no-bench"],
                           env=without_paddle(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 2
     assert "run `cnnexport verify` once on a machine with Paddle" in proc.stderr

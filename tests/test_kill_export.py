@@ -42,10 +42,10 @@ def _is_finished(path: Path, fused: bool) -> bool:
 
 # (where the process dies, which call, extra flags for the driver)
 KILL_POINTS = [
-    ("cnnexport.export:save_paddle", 1, ()),
-    ("cnnexport.export:add_legacy_program:after", 1, ()),       # the legacy program written into staging
-    ("cnnexport.export:_in_child:after", 1, ()),                # the ONNX file converted
-    ("cnnexport.export:smoke_parity", 1, ()),
+    ("cnnexport.exporting:save_paddle", 1, ()),
+    ("cnnexport.exporting:add_legacy_program:after", 1, ()),       # the legacy program written into staging
+    ("cnnexport.exporting:_in_child:after", 1, ()),                # the ONNX file converted
+    ("cnnexport.exporting:smoke_parity", 1, ()),
     ("cnnexport.artifact:write_json", 1, ()),                   # the manifest, in staging
     ("cnnexport.artifact:write_json:after", 1, ()),             # staging complete, not yet swapped
     ("cnnexport.artifact:check_replaceable:after", 1, ()),      # locked, nothing staged yet

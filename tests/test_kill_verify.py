@@ -38,7 +38,7 @@ def photo_dir(tmp_path_factory) -> Path:
 
 # (where verify dies, which call, which artifact, whether it is given new photographs)
 KILL_POINTS = [
-    ("cnnexport.verify:integrity_problems", 1, "fresh", False),
+    ("cnnexport.verifier:integrity_problems", 1, "fresh", False),
     ("cnnexport.reference:eager_outputs:after", 1, "fresh", False),
     ("cnnexport.artifact:os.replace", 1, "fresh", False),        # the bundle written, not yet renamed
     ("cnnexport.reference:atomic_write:after", 1, "fresh", False),  # the bundle in place, the manifest not updated
@@ -46,8 +46,8 @@ KILL_POINTS = [
     ("cnnexport.artifact:write_json", 1, "fresh", False),        # the manifest update
     ("cnnexport.artifact:os.replace", 2, "fresh", False),        # the manifest written, not yet renamed
     ("cnnexport.artifact:write_json:after", 1, "fresh", False),
-    ("cnnexport.verify:run_row", 1, "fresh", False),             # while the runtimes run
-    ("cnnexport.verify:write_json", 1, "fresh", False),          # verify.json
+    ("cnnexport.verifier:run_row", 1, "fresh", False),             # while the runtimes run
+    ("cnnexport.verifier:write_json", 1, "fresh", False),          # verify.json
     ("cnnexport.artifact:os.replace", 3, "fresh", False),        # verify.json written, not yet renamed
     ("cnnexport.report:atomic_write:after", 1, "fresh", False),  # latency.png written, REPORT.md not
 ]

@@ -15,9 +15,9 @@ import pytest
 from cnnexport import models
 from cnnexport.compare import CPU_FP32
 from cnnexport.plan import Row, VerifyOptions
-from cnnexport.report import write_report
+from cnnexport.report import write_reports
 from cnnexport.runtimes import RuntimeSpec
-from cnnexport.verify import verify_artifact
+from cnnexport.verifier import verify_artifact
 from tests.helpers import REPO, perturb, run_cli
 
 
@@ -82,7 +82,7 @@ def _options(help_text: str) -> list[str]:
 def test_python_m_cnnexport_verify_is_the_same_command_as_cnnexport_verify(capsys):
     code, cli_help, _ = run_cli(capsys, "verify", "--help")
     assert code == 0
-    proc = subprocess.run([sys.executable, "-m", "cnnexport.verify", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cnnexport", "verify", "--help"], capture_output=True, text=True,
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert _options(proc.stdout) == _options(cli_help)
@@ -107,4 +107,5 @@ def test_a_runtime_added_through_the_plan_is_run_judged_timed_and_reported(tmp_p
     assert {(t.label, t.mode, t.batch) for t in report.timings if t.label == label} == {
         (label, "run", 1), (label, "run", 2)}
     assert json.loads((art / "verify.json").read_text())["rows"][-1]["runtime"] == label
-    assert label in write_report(art.parent).read_text()
+    [(report, why)] = write_reports([art])
+    assert report == art.parent.resolve() / "REPORT.md" and why == "" and label in report.read_text()

@@ -18,7 +18,7 @@ from cnnexport.artifact import Manifest
 from cnnexport.compare import CPU_FP32
 from cnnexport.plan import Row, VerifyOptions
 from cnnexport.run import judge_row, run_row
-from cnnexport.verify import verify_artifact
+from cnnexport.verifier import verify_artifact
 from tests.custom_runtimes import AbortingPaddleConfig
 from tests.helpers import FAMILY_VARIANTS, perturb, run_cli, small_size
 
@@ -120,7 +120,7 @@ def test_tampered_pdiparams_byte_fails_and_divergence_names_the_weight(verified,
     manifest = Manifest.load(art)
     paddle_name, owner = next((p, s) for p, s in manifest.paddle_param_names.items() if s == "features.4.weight")
     params = (art / "inference.pdiparams").read_bytes()
-    from cnnexport.export import build_model
+    from cnnexport.exporting import build_model
     from cnnexport.rewrite import fuse
     fused, _ = fuse(build_model("alexnet_dy", manifest.model["kwargs"], manifest.weights["path"]))
     values = fused.state_dict()[owner].numpy().ravel()

@@ -6,9 +6,12 @@ replaces `artifacts/<model>[-fused]/` only once the smoke parity check has passe
 """
 from __future__ import annotations
 
+import copy
 import filecmp
+import functools
 import json
 import os
+import pickle
 import platform
 import shutil
 import time
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +43,12 @@ INIT_SEED = 0                 # models exported without --weights are built afte
 SMOKE_BATCH = 2
 SMOKE_SEED = 0
 TOPK = 5
-EXTERNAL_FAMILY = "external"  # the manifest's family for a module:callable model
+EXTERNAL_FAMILY = "external"  # the manifest's family for a module:callable model or a Layer object
 
 
 @dataclass
 class ExportOptions:
-    model: str
+    model: str | Any  # a zoo name, module:callable, an inference directory, or a paddle.nn.Layer object
     weights: str | None = None
     num_classes: int | None = None
     img_size: int | None = None
@@ -57,22 +61,32 @@ class ExportOptions:
     out: str | None = None
     labels: str | None = None   # a text file, one class name per line
     model_kwargs: dict | None = None                  # module:callable models: the callable's arguments
-    mean: tuple[float, float, float] | None = None    # module:callable models: the input normalisation
+    mean: tuple[float, float, float] | None = None    # module:callable models, Layer objects: the input normalisation
     std: tuple[float, float, float] | None = None
     int8: bool = False
     calib_data: str | None = None  # a folder of images or a CIFAR-format tarball; None: the photographs
     artifacts_root: str = "artifacts"
 
     @property
+    def in_memory(self) -> bool:
+        """A paddle.nn.Layer object handed to the Python API (validate checks that it is one)."""
+        return not isinstance(self.model, str)
+
+    @property
     def external(self) -> bool:
         """A module:callable model."""
         from .models.external import is_callable_spec
-        return is_callable_spec(self.model)
+        return not self.in_memory and is_callable_spec(self.model)
 
     @property
     def imported(self) -> bool:
         """A directory holding a Paddle inference model (or a path that is meant to be one)."""
-        return not self.external and ("/" in self.model or Path(self.model).exists())
+        return not self.in_memory and not self.external and ("/" in self.model or Path(self.model).exists())
+
+    @property
+    def name(self) -> str:
+        """The model's name in the manifest and the step lines: a Layer object's is its class's."""
+        return type(self.model).__name__ if self.in_memory else self.model
 
     def target(self) -> Path:
         if self.out:
@@ -80,7 +94,7 @@ class ExportOptions:
         if self.imported:
             stem = Path(self.model).resolve().name
         else:
-            stem = self.model.rpartition(":")[2].rpartition(".")[2] if self.external else self.model
+            stem = self.model.rpartition(":")[2].rpartition(".")[2] if self.external else self.name
         return Path(self.artifacts_root) / artifact_name(stem, self.fuse)
 
 
@@ -90,7 +104,9 @@ def validate(opts: ExportOptions) -> None:
     from .models import external
     from .models.registry import MAX_CLASSES, MAX_INPUT_SIZE
 
-    if opts.imported:
+    if opts.in_memory:
+        _validate_layer(opts)
+    elif opts.imported:
         from .imported import validate_import
         validate_import(opts)
     elif opts.external:
@@ -126,6 +142,22 @@ def validate(opts: ExportOptions) -> None:
         raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
     if opts.int8:
         int8_variant.calibration_images(opts.calib_data)  # unreadable calibration data: exit 2 before any work
+
+
+def _validate_layer(opts: ExportOptions) -> None:
+    """A paddle.nn.Layer object: it is the model as it stands, so the options that build one do not apply."""
+    from paddle import nn
+
+    if not isinstance(opts.model, nn.Layer):
+        raise BadInput(f"model must be a zoo name, 'module.path:callable', a Paddle inference directory or a "
+                       f"paddle.nn.Layer, not a {type(opts.model).__name__}")
+    if opts.img_size is None:
+        raise BadInput(f"{opts.name} is a Layer object: give the input side it takes with img_size")
+    unused = [name for name, value in (("weights", opts.weights), ("num_classes", opts.num_classes),
+                                       ("seed_compat", opts.seed_compat), ("model_kwargs", opts.model_kwargs)) if value]
+    if unused:
+        raise BadInput(f"{', '.join(unused)} build a model; {opts.name} is a Layer object already built: load its "
+                       "weights into it (set_state_dict) before exporting")
 
 
 def _check_range(option: str, value: int | None, low: int, high: int) -> None:
@@ -224,26 +256,42 @@ def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
 
     spec = paddle.static.InputSpec(input_shape, "float32", "x")
     paddle.jit.save(model, str(directory / "inference"), input_spec=[spec])
-    named = list(model.named_parameters()) + list(model.named_buffers())
-    return {tensor.name: name for name, tensor in named}
+    return {tensor.name: name for name, tensor in _named_tensors(model)}
 
 
-def save_legacy_program(name: str, kwargs: dict, weights: str | None, fused: bool, directory: str,
-                        input_shape: list) -> None:
+def save_legacy_program(deploy_model: Callable, directory: str, input_shape: list) -> None:
     """The same model saved as a legacy program (inference.pdmodel) into `directory`. Runs in a child
     started with FLAGS_enable_pir_api=0: Paddle chooses the program format once, when it is imported."""
-    save_paddle(build_model(name, kwargs, weights, fused, input_shape[-1]), Path(directory), input_shape)
+    save_paddle(deploy_model(), Path(directory), input_shape)
 
 
-def add_legacy_program(opts: ExportOptions, kwargs: dict, stage: Path, input_shape: list) -> str | None:
+def _named_tensors(model) -> list:
+    return list(model.named_parameters()) + list(model.named_buffers())
+
+
+def _given(model, names: dict[str, str]):
+    """A Layer object as `save_legacy_program` takes a model: pickled into the child (a model built
+    from the manifest is rebuilt there instead). Unpickled tensors are named anew, and the parameters
+    file orders tensors by name: give them back the names they had in the Paddle 3 program."""
+    for key, tensor in _named_tensors(model):
+        tensor.name = names[key]
+    return model
+
+
+def add_legacy_program(deploy_model: Callable, stage: Path, input_shape: list) -> str | None:
     """Write inference.pdmodel beside inference.json when Paddle can save the model in the legacy
     format with the very same parameters file; returns why not otherwise (Paddle 3.3's legacy
-    exporter no longer handles some ops: GELU, exp, sum over a tensor method)."""
+    exporter no longer handles some ops: GELU, exp, sum over a tensor method). `deploy_model` is a
+    picklable callable that gives the model to save, in the child."""
+    try:
+        pickle.dumps(deploy_model)
+    except Exception as err:  # a Layer object holding a lambda, a lock, an open file: whatever pickle refuses
+        return f"the model cannot be pickled into the child process that writes it ({type(err).__name__}: {err})"
     scratch = stage / ".legacy"
     try:
         try:
-            isolate.call_isolated(save_legacy_program, opts.model, kwargs, opts.weights, opts.fuse, str(scratch),
-                                  input_shape, what="legacy program", env={"FLAGS_enable_pir_api": "0"})
+            isolate.call_isolated(save_legacy_program, deploy_model, str(scratch), input_shape,
+                                  what="legacy program", env={"FLAGS_enable_pir_api": "0"})
         except (isolate.ChildCrashed, isolate.ChildFailed) as err:
             return _error_line(str(err))
         if not (scratch / LEGACY_PROGRAM).is_file():
@@ -372,12 +420,13 @@ def onnx_metadata(opts: ExportOptions, prepared: Prepared, num_classes: int) -> 
 
 def model_description(opts: ExportOptions) -> tuple[str, dict, int, tuple, tuple]:
     """(family, the keyword arguments the model is built with, input side, mean, std): the zoo's
-    registry data, or for a module:callable model the user's --model-kwargs, --img-size, --mean
-    and --std (ImageNet's normalisation by default, as paddle.vision.models and PaddleClas use)."""
+    registry data, or for a module:callable model (or a Layer object, built with none) the user's
+    --model-kwargs, --img-size, --mean and --std (ImageNet's normalisation by default, as
+    paddle.vision.models and PaddleClas use)."""
     from . import models
     from .models.registry import IMAGENET_MEAN, IMAGENET_STD
 
-    if opts.external:
+    if opts.external or opts.in_memory:
         return (EXTERNAL_FAMILY, dict(opts.model_kwargs or {}), opts.img_size, opts.mean or IMAGENET_MEAN,
                 opts.std or IMAGENET_STD)
     info = models.model_info(opts.model)
@@ -406,8 +455,9 @@ class Prepared:
     rewrite: dict | None = None
 
 
-def export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
-    """Run the export; returns the manifest. Raises BadInput, WeightsError, ExportFailed."""
+def run_export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
+    """Run the export (`cnnexport.export` is the API over it); returns the manifest. Raises BadInput
+    (WeightsError among them) and ExportFailed."""
     validate(opts)
     steps = _Steps(report)
     prepared = prepare_import(opts, steps) if opts.imported else prepare_model(opts, steps, report)
@@ -434,18 +484,42 @@ def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
                     deploy_config=deploy_config, labels=config.get("labels"))
 
 
+def own_copy(layer):
+    """A Layer object's copy in eval mode, which the export works on: the caller's object keeps its
+    mode and its weights, whatever the rewrites do."""
+    model = copy.deepcopy(layer)
+    model.eval()
+    return model
+
+
+def _weights_detail(opts: ExportOptions) -> str:
+    if opts.in_memory:
+        return "the Layer object's weights"
+    return f"weights {opts.weights}" if opts.weights else "fresh weights, seed 0"
+
+
+def _legacy_model_maker(opts: ExportOptions, kwargs: dict, size: int, deploy_model) -> Callable:
+    """What the legacy program's child builds its model with (see `add_legacy_program`): the
+    manifest's recipe, or a Layer object itself, pickled (its class must be importable there)."""
+    if opts.in_memory:
+        return functools.partial(_given, deploy_model, {key: tensor.name for key, tensor in _named_tensors(deploy_model)})
+    return functools.partial(build_model, opts.model, kwargs, opts.weights, opts.fuse, size)
+
+
 def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], None]) -> Prepared:
-    """A zoo or module:callable model: built (and fused) here; its eager outputs are the reference."""
+    """A zoo or module:callable model, built (and fused) here, or a Layer object, copied; its eager
+    outputs are the reference."""
+    from .models.weights import state_dict_sha256
     from .rewrite import FuseError, fuse as fuse_model
 
     family, kwargs, size, mean, std = model_description(opts)
     batch_dim = opts.static_batch
     input_spec = input_section(batch_dim, size, mean, std)
-    model = steps.run("build", build_model, opts.model, kwargs, opts.weights,
-                      detail=lambda m: f"{opts.model} ({_params(m):,} params, "
-                                       f"{'weights ' + str(opts.weights) if opts.weights else 'fresh weights, seed 0'})")
+    model = steps.run("build", *((own_copy, opts.model) if opts.in_memory else
+                                 (build_model, opts.model, kwargs, opts.weights)),
+                      detail=lambda m: f"{opts.name} ({_params(m):,} params, {_weights_detail(opts)})")
     inputs = parity_batches(input_spec)
-    expected = {k: checked_logits(model, v, opts.model) for k, v in inputs.items()}
+    expected = {k: checked_logits(model, v, opts.name) for k, v in inputs.items()}
     num_classes = expected["smoke"].shape[1]
     labels, labels_from = class_names(opts, num_classes)
     deploy_model, summary = model, None
@@ -466,17 +540,22 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
         shape = list(input_spec["shape"])  # paddle.jit.save's InputSpec writes -1 into the list it is given
         names = steps.run("paddle-save", save_paddle, deploy_model, stage, shape,
                           detail=lambda _: f"{PADDLE_PROGRAM} ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
-        no_legacy = steps.run("paddle-legacy", add_legacy_program, opts, kwargs, stage, shape,
+        no_legacy = steps.run("paddle-legacy", add_legacy_program, _legacy_model_maker(opts, kwargs, size, deploy_model),
+                              stage, shape,
                               detail=lambda why: f"{LEGACY_PROGRAM}" if why is None else f"not written: {why}")
         return names, no_legacy
 
+    if opts.in_memory:
+        described = {"source": "object", "class": f"{type(opts.model).__module__}.{type(opts.model).__qualname__}"}
+        weights = {"path": None, "sha256": None, "init_seed": None, "state_dict_sha256": state_dict_sha256(model)}
+    else:
+        described = {"source": "callable" if opts.external else "zoo"}
+        weights = {"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
+                   "init_seed": None if opts.weights else INIT_SEED}
     return Prepared(
-        model={"name": opts.model, "family": family, "kwargs": kwargs, "fused": opts.fuse,
-               "source": "callable" if opts.external else "zoo"},
-        weights={"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
-                 "init_seed": None if opts.weights else INIT_SEED},
-        input_spec=input_spec, inputs=inputs, write_programs=write_programs,
-        deploy_config=lambda classes: (inference_yml(input_spec, classes, labels, opts.model), labels_from),
+        model={"name": opts.name, "family": family, "kwargs": kwargs, "fused": opts.fuse, **described},
+        weights=weights, input_spec=input_spec, inputs=inputs, write_programs=write_programs,
+        deploy_config=lambda classes: (inference_yml(input_spec, classes, labels, opts.name), labels_from),
         expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None)
 
 
