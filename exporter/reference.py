@@ -63,15 +63,14 @@ def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray], layer=None)
         if state_dict_sha256(model) != weights.get("state_dict_sha256"):
             raise StaleWeights(f"the Layer object given has other weights than the {manifest.name} exported "
                                "into this artifact (state dict sha256 mismatch)")
-        fused, _ = fuse(model, manifest.img_size)
-        return eager_logits(model, inputs), eager_logits(fused, inputs), fused if manifest.fused else model
-    if weights["path"]:
-        path = Path(weights["path"])
-        if not path.is_file():
-            raise StaleWeights(f"weights file {path} named in the manifest is missing")
-        if sha256(path) != weights["sha256"]:
-            raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
-    model = build_model(manifest.name, manifest.model["kwargs"], weights["path"])
+    else:
+        if weights["path"]:
+            path = Path(weights["path"])
+            if not path.is_file():
+                raise StaleWeights(f"weights file {path} named in the manifest is missing")
+            if sha256(path) != weights["sha256"]:
+                raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
+        model = build_model(manifest.name, manifest.model["kwargs"], weights["path"])
     fused, _ = fuse(model, manifest.img_size)
     return eager_logits(model, inputs), eager_logits(fused, inputs), fused if manifest.fused else model
 
