@@ -11,6 +11,7 @@ option). Nothing is printed: `report` (export) and `progress` (verify) receive t
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import accuracy
 from .artifact import Manifest
 from .device import paddle_available, resolve_device
-from .errors import BadInput
+from .errors import BadInput, ModelExited
 from .exporting import DEFAULT_OPSET, ExportOptions, run_export, validate
 from .images import folder_photos
 from .plan import VerifyOptions
@@ -111,8 +112,19 @@ def export(model: Any, *, img_size: int | None = None, out: PathLike | None = No
                            calib_data=calib_data, mean=mean, std=std, labels=labels, weights=weights,
                            num_classes=num_classes, model_kwargs=model_kwargs, opset=opset,
                            static_batch=static_batch, seed_compat=seed_compat)
-    run_export(opts, report or _ignore)
+    with _user_exits_refused(opts.name):
+        run_export(opts, report or _ignore)
     return Artifact.open(opts.target())
+
+
+@contextlib.contextmanager
+def _user_exits_refused(name: str):
+    """A model's own code that calls sys.exit (on import, construction or in its forward) is bad
+    input, not the end of the caller's program with no word said."""
+    try:
+        yield
+    except SystemExit as err:
+        raise ModelExited.called_exit(name, err) from None
 
 
 def _verify_options(*, device: str = "auto", images: PathLike | None = None, batch_sizes: Sequence[int] = (),
@@ -171,5 +183,6 @@ def verify(artifact: Artifact | PathLike, *, device: str = "auto", images: PathL
     check_verify(artifact, model=model, **options)
     opts = _verify_options(**options)
     eval_set = accuracy.read_eval_set(opts.eval_data) if opts.eval_data is not None else None
-    return verify_artifact(_artifact_path(artifact), opts, resolve_device(device), progress or _ignore, eval_set,
-                           layer=model)
+    with _user_exits_refused(str(_artifact_path(artifact))):
+        return verify_artifact(_artifact_path(artifact), opts, resolve_device(device), progress or _ignore, eval_set,
+                               layer=model)

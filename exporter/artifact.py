@@ -19,12 +19,14 @@ A directory is an artifact once its manifest exists: the manifest is written las
 staging directory that takes the target's place only when everything is in it.
 
 How writes survive a kill, and never touch what cnnexport did not create:
-- every temporary path carries the pid of the process that made it (`.NAME.staging-PID-xxxx`,
-  `.NAME.tmp-PID`), and the next run removes those whose process is dead (`sweep_leftovers`);
+- every temporary path is named `.cnnexport-KIND-PID-TOKEN.NAME`: the prefix and a random token
+  say it is cnnexport's, the pid which process made it; the next run removes those whose process
+  is dead (`sweep_leftovers`), and nothing else, whatever it is called;
 - the target is replaced by one atomic exchange (`renameat2(RENAME_EXCHANGE)`), so at every
   instant it is the old artifact or the new one; where the kernel or filesystem lacks it, two
   renames, and a kill between them is repaired by the next run (the old artifact is put back);
-- a lock file beside the target (`.NAME.lock`, flock) serialises the processes that write it;
+- a lock file beside the target (`.cnnexport-lock.NAME`, flock) serialises the processes that
+  write it; it is removed only by a process that created it, or that finds cnnexport's mark in it;
 - only a finished artifact (holding nothing its manifest does not account for) or an empty
   directory is ever replaced (`check_replaceable`).
 """
@@ -39,6 +41,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
@@ -65,7 +68,9 @@ REPORT_MD, CHART_PNG = "REPORT.md", "latency.png"  # verify's report, beside the
 # leftovers of a dead run) is still only cnnexport's.
 VERIFY_FILES = (VERIFY_REPORT, REFERENCE_FILE, REPORT_MD, CHART_PNG)
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|tmp|replaced)-(?P<pid>\d+)(?:-[^/]*)?$")
+# `.cnnexport-KIND-PID-TOKEN.NAME`, TOKEN 8 characters of tempfile's random names (see `_temporary_prefix`)
+_LEFTOVER = re.compile(r"^\.cnnexport-(?P<kind>staging|tmp|replaced)-(?P<pid>\d+)-[a-z0-9_]{8}\.(?P<name>.+)$")
+_LOCK_MARK = b"cnnexport lock file: removed by the cnnexport process that holds it\n"
 
 
 class ArtifactError(BadInput):
@@ -351,8 +356,10 @@ def _remove(path: Path) -> None:
 def sweep_leftovers(directory: Path) -> None:
     """Remove the staging directories and temporary files of dead cnnexport processes in `directory`.
 
-    A `.NAME.replaced-PID` (the old artifact, moved aside by the two-rename fallback of a run
-    killed mid-swap) is put back at NAME if nothing took its place, removed otherwise.
+    Only names of cnnexport's own shape (`.cnnexport-KIND-PID-TOKEN.NAME`) are touched. A
+    `.cnnexport-replaced-...` (the old artifact, moved aside by the two-rename fallback of a run
+    killed mid-swap) is put back at NAME if nothing took its place, removed otherwise, and left
+    alone unless it is a cnnexport artifact holding nothing else.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -361,26 +368,41 @@ def sweep_leftovers(directory: Path) -> None:
         match = _LEFTOVER.match(entry.name)
         if not match or _pid_alive(int(match["pid"])):
             continue
-        home = directory / match["name"]
-        if match["kind"] == "replaced" and not home.exists() and not home.is_symlink():
-            os.rename(entry, home)
-        else:
+        if match["kind"] != "replaced":
             _remove(entry)
+        elif _only_cnnexport_files(entry):
+            home = directory / match["name"]
+            if home.exists() or home.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.rename(entry, home)
 
 
-def temp_path(path: Path) -> Path:
-    """A temporary name beside `path`, carrying this process's pid (see `sweep_leftovers`)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _only_cnnexport_files(directory: Path) -> bool:
+    if directory.is_symlink() or not directory.is_dir():
+        return False
+    try:
+        return not unaccounted_files(directory)
+    except ArtifactError:
+        return False
+
+
+def _temporary_prefix(kind: str) -> str:
+    """The start of a temporary name of this process (`sweep_leftovers`); tempfile adds the token."""
+    return f".cnnexport-{kind}-{os.getpid()}-"
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """`write(tmp)` to a temporary name in the same directory, then rename: readers never see half a file."""
-    tmp = temp_path(path)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix("tmp"), suffix=f".{path.name}", dir=path.parent)
     try:
-        write(str(tmp))
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: a model server must read it
+        os.close(fd)
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -392,7 +414,7 @@ def write_json(path: Path, data: dict) -> None:
 def writable_directory(directory: Path) -> bool:
     """Try it: permission bits say nothing to root, or about read-only and virtual filesystems."""
     try:
-        Path(tempfile.mkdtemp(prefix=f".cnnexport-probe.tmp-{os.getpid()}-", dir=directory)).rmdir()
+        Path(tempfile.mkdtemp(prefix=_temporary_prefix("tmp"), suffix=".probe", dir=directory)).rmdir()
     except OSError:
         return False
     return True
@@ -400,16 +422,20 @@ def writable_directory(directory: Path) -> bool:
 
 @contextlib.contextmanager
 def locked(target: Path, on_wait: Callable[[str], None] = lambda line: None) -> Iterator[None]:
-    """Hold an exclusive lock on `target` (a `.NAME.lock` file beside it) for the block.
+    """Hold an exclusive lock on `target` (a `.cnnexport-lock.NAME` file beside it) for the block.
 
-    A second process waits for the first. The lock file is removed while still held; a waiter
-    that then holds a removed file's lock tries again, so two holders never coexist.
+    A second process waits for the first. The lock file is removed while still held, by a process
+    that created it or finds cnnexport's mark in it (a file of that name that is not cnnexport's
+    is locked, never changed or removed); a waiter that then holds a removed file's lock tries
+    again, so two holders never coexist.
     """
     target = Path(target)
-    lock_path = target.parent / f".{target.name}.lock"
+    lock_path = target.parent / f".cnnexport-lock.{target.name}"
     while True:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd, created = _open_lock_file(lock_path)
+        except FileNotFoundError:  # removed by its holder between our two opens
+            continue
         except OSError as err:
             raise BadInput(f"cannot lock {target} ({err.strerror}: {lock_path}): cnnexport writes there; "
                            "give a writable place") from None
@@ -419,7 +445,7 @@ def locked(target: Path, on_wait: Callable[[str], None] = lambda line: None) -> 
             on_wait(f"waiting for another cnnexport process writing {target}")
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            current = os.stat(lock_path).st_ino
+            current = os.stat(lock_path, follow_symlinks=False).st_ino
         except FileNotFoundError:
             current = None
         if current == os.fstat(fd).st_ino:
@@ -428,8 +454,27 @@ def locked(target: Path, on_wait: Callable[[str], None] = lambda line: None) -> 
     try:
         yield
     finally:
-        lock_path.unlink(missing_ok=True)
+        if created or _holds_lock_mark(fd):
+            lock_path.unlink(missing_ok=True)
         os.close(fd)
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """(descriptor, whether this call created it): a new lock file holds cnnexport's mark; an existing
+    one is opened read-only, not following a link, without blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    except FileExistsError:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), False
+    os.write(fd, _LOCK_MARK)
+    return fd, True
+
+
+def _holds_lock_mark(fd: int) -> bool:
+    try:
+        return os.pread(fd, len(_LOCK_MARK) + 1, 0) == _LOCK_MARK
+    except OSError:  # a directory of that name, say: not cnnexport's
+        return False
 
 
 def check_replaceable(target: Path) -> None:
@@ -480,8 +525,8 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         os.rename(staging, final)
     elif not _exchange(staging, final):
         # No atomic exchange here: a kill between the two renames leaves the old artifact at
-        # .NAME.replaced-PID, which the next run puts back (sweep_leftovers).
-        aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+        # .cnnexport-replaced-PID-TOKEN.NAME, which the next run puts back (sweep_leftovers).
+        aside = final.with_name(f"{_temporary_prefix('replaced')}{secrets.token_hex(4)}.{final.name}")
         os.rename(final, aside)
         os.rename(staging, final)
         os.rename(aside, staging)
@@ -507,7 +552,8 @@ def staged_directory(final: Path, on_wait: Callable[[str], None] = lambda line: 
         with locked(final, on_wait):
             sweep_leftovers(final.parent)
             check_replaceable(final)
-            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-{os.getpid()}-", dir=final.parent))
+            staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix("staging"), suffix=f".{final.name}",
+                                            dir=final.parent))
             try:
                 staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700: a model server must read it
                 yield staging

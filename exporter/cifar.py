@@ -39,8 +39,9 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_MEMBER = "test_batch"
 META_MEMBER = "batches.meta"
-# The real batches are about 31 MB each: a member beyond this is refused before it is read.
-MAX_MEMBER_BYTES = 1 << 30
+# The real archive's seven members add up to 186 MB (31 MB a batch): an archive whose members
+# declare more is refused before any is read (a few MB of gzip can declare gigabytes).
+MAX_DECODED_BYTES = 512 << 20
 _EXPECTED = (f"expected {', '.join(TRAIN_MEMBERS)}, {TEST_MEMBER} and {META_MEMBER} under {FOLDER}/, "
              "as in the CIFAR-10 python version (cifar-10-python.tar.gz)")
 
@@ -64,9 +65,15 @@ def read_cifar_tarball(path: str | Path) -> CifarData:
                        "(cifar-10-python.tar.gz) with --data")
     try:
         with tarfile.open(path, "r:*") as tar:
-            meta = _load_member(tar, path, META_MEMBER)
-            train = [_images_and_labels(_load_member(tar, path, m), path, m) for m in TRAIN_MEMBERS]
-            test_images, test_labels = _images_and_labels(_load_member(tar, path, TEST_MEMBER), path, TEST_MEMBER)
+            members = {name: _member(tar, path, name) for name in (META_MEMBER, *TRAIN_MEMBERS, TEST_MEMBER)}
+            declared = sum(member.size for member in members.values())
+            if declared > MAX_DECODED_BYTES:
+                raise BadInput(f"{path}: its members declare {declared:,} bytes, more than any CIFAR-format archive "
+                               f"({MAX_DECODED_BYTES:,} at most; CIFAR-10's add up to 186 MB): {_EXPECTED}")
+            meta = _load_member(tar, path, members[META_MEMBER])
+            train = [_images_and_labels(_load_member(tar, path, members[m]), path, m) for m in TRAIN_MEMBERS]
+            test_images, test_labels = _images_and_labels(_load_member(tar, path, members[TEST_MEMBER]), path,
+                                                          TEST_MEMBER)
     except tarfile.ReadError:
         raise BadInput(f"{path} is not a tar archive: {_EXPECTED}") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
@@ -84,7 +91,7 @@ def read_cifar_tarball(path: str | Path) -> CifarData:
     return data
 
 
-def _load_member(tar: tarfile.TarFile, path: Path, name: str):
+def _member(tar: tarfile.TarFile, path: Path, name: str) -> tarfile.TarInfo:
     try:
         member = tar.getmember(f"{FOLDER}/{name}")
     except KeyError:
@@ -92,13 +99,14 @@ def _load_member(tar: tarfile.TarFile, path: Path, name: str):
     # A link would be followed to another member (or fail), a device would be opened: regular files only.
     if not member.isreg():
         raise BadInput(f"{path}: {FOLDER}/{name} is not a regular file: {_EXPECTED}")
-    if member.size > MAX_MEMBER_BYTES:
-        raise BadInput(f"{path}: {FOLDER}/{name} is {member.size:,} bytes, more than any CIFAR batch "
-                       f"({MAX_MEMBER_BYTES:,} at most): {_EXPECTED}")
+    return member
+
+
+def _load_member(tar: tarfile.TarFile, path: Path, member: tarfile.TarInfo):
     try:
         return restricted_load(tar.extractfile(member), encoding="bytes")
     except WeightsError as err:
-        raise BadInput(f"{path}: {FOLDER}/{name}: {err}") from None
+        raise BadInput(f"{path}: {member.name}: {err}") from None
 
 
 def _images_and_labels(batch, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ parity is checked against the artifact's reference bundle.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -74,10 +75,18 @@ def _json_object(ctx, param, value):
     try:
         parsed = json.loads(value)
     except ValueError as err:
-        raise click.BadParameter(f"{value!r} is not JSON ({err})") from None
+        raise click.BadParameter(f"{_short(value)} is not JSON ({err})") from None
+    except RecursionError:
+        raise click.BadParameter(f"{_short(value)} is nested deeper than JSON is read: pass the callable's "
+                                 "arguments as they are") from None
     if not isinstance(parsed, dict):
-        raise click.BadParameter(f"{value!r} is not a JSON object of keyword arguments")
+        raise click.BadParameter(f"{_short(value)} is not a JSON object of keyword arguments")
     return parsed
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A value quoted in a one-line error, cut where it is long."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _three_numbers(ctx, param, value):
@@ -136,15 +145,18 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
     options = dict(weights=weights, num_classes=num_classes, img_size=img_size, seed_compat=seed_compat, fuse=fuse,
                    onnx=to_onnx, opset=opset, static_batch=static_batch, fp16=fp16, out=out, labels=labels,
                    model_kwargs=model_kwargs, mean=mean, std=std, int8=int8, calib_data=calib_data)
-    for name in names:
-        check_export(name, **options)  # an unknown name or a target that may not be replaced fails before any export
+    if len(names) > 1:  # an unknown name or a target that may not be replaced fails before any export
+        for name in names:
+            check_export(name, **options)
     failures = []
     report = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     for name in names:
         if len(names) > 1:
             click.echo(f"== {name}", err=as_json)
         try:
-            artifact = export(name, **options, report=report)
+            # --json: the document alone on stdout, whatever the model's code prints
+            with console.stdout_to_stderr() if as_json else contextlib.nullcontext():
+                artifact = export(name, **options, report=report)
         except ExportFailed as err:
             if len(names) == 1:
                 raise
@@ -197,13 +209,15 @@ def verify_command(artifacts, device, images, batch_sizes, bench, threads, rtol,
     paths = [Path(a) for a in artifacts] or finished_artifacts(Path("artifacts"))
     if not paths:
         raise BadInput("no finished artifacts under artifacts/: export one first, e.g. `cnnexport vanillanet_5 --fuse --onnx`")
-    for path in paths:  # exit 2 before any work
-        check_verify(path, **options)
     reports = []
-    with console.progress(len(paths), "verify", "artifact") as (show, advance):
-        for path in paths:
-            reports.append(verify(path, **options, progress=lambda step, p=path: show(p.name, step)))
-            advance()
+    # --json: the document alone on stdout, whatever the models' code prints (a module imported to rebuild one)
+    with console.stdout_to_stderr() if as_json else contextlib.nullcontext():
+        for path in paths:  # exit 2 before any work
+            check_verify(path, **options)
+        with console.progress(len(paths), "verify", "artifact") as (show, advance):
+            for path in paths:
+                reports.append(verify(path, **options, progress=lambda step, p=path: show(p.name, step)))
+                advance()
     written = write_reports(paths)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2))

@@ -6,12 +6,13 @@ so that all answer bad input, failures and signals the same way. Paddle-free.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 
 import click
 
-from .errors import BadInput, ExportFailed, Terminated
+from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, Terminated
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
@@ -29,6 +30,22 @@ def load_paddle() -> None:
 
 
 @contextlib.contextmanager
+def stdout_to_stderr():
+    """Everything written to stdout in the block goes to stderr instead, Python's and native code's
+    alike (file descriptor 1 itself is pointed at stderr)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def progress(total: int, desc: str, unit: str):
     """(show(name, step), advance()): a bar on a terminal, one plain line per step otherwise
     (a log gets no carriage returns)."""
@@ -39,7 +56,6 @@ def progress(total: int, desc: str, unit: str):
 
     with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False) as bar:
         yield (lambda name, step: bar.set_postfix_str(f"{name}: {step}")), bar.update
-
 
 def run(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
     """Run `command`; bad input ends in one line on stderr and exit code 2, never a traceback."""
@@ -64,6 +80,13 @@ def run(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
     except BadInput as err:  # the zoo's, the weights', an artifact's and the options' errors alike
         click.echo(f"cnnexport: error: {err}", err=True)
         return EXIT_USAGE
+    except OSError as err:
+        if err.errno not in MACHINE_WRITE_ERRORS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        click.echo(f"cnnexport: failed: {err.strerror}{where}: free space or give a writable place, then run "
+                   "it again", err=True)
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0

@@ -29,7 +29,7 @@ from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX
                        artifact_name, check_replaceable, describe_files, input_section, sha256, staged_directory,
                        writable_directory)
 from .compare import FP16
-from .errors import BadInput, ExportFailed
+from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
 from .images import photo_inputs, random_batch, sample_photos
 from .plan import smoke_plan
 from .run import judge_row, run_row
@@ -101,9 +101,10 @@ class ExportOptions:
 def validate(opts: ExportOptions) -> None:
     """Reject bad input before any work: one clear reason each."""
     from . import models
-    from .models import external
     from .models.registry import MAX_CLASSES, MAX_INPUT_SIZE
 
+    if opts.out is not None and not str(opts.out).strip():
+        raise BadInput("--out is empty: give the artifact's directory, or leave --out out for artifacts/<model>")
     if opts.in_memory:
         _validate_layer(opts)
     elif opts.imported:
@@ -115,7 +116,6 @@ def validate(opts: ExportOptions) -> None:
         if opts.num_classes is not None or opts.seed_compat:
             raise BadInput("--num-classes and --seed-compat are for the zoo's models: pass your callable's own "
                            "arguments with --model-kwargs")
-        external.resolve(opts.model)  # a module that does not import, a name that is not callable
     else:
         models.model_info(opts.model)  # an unknown name, with close matches
         if opts.model_kwargs is not None or opts.mean or opts.std:
@@ -140,8 +140,16 @@ def validate(opts: ExportOptions) -> None:
     existing = next(p for p in [target.parent, *target.parents] if p.exists())
     if not writable_directory(existing):
         raise BadInput(f"cannot write {opts.target()}: {existing} is not a writable directory; choose another --out")
+    if opts.model_kwargs is not None:
+        check_model_kwargs(opts.model_kwargs)
+    if opts.mean or opts.std:
+        from .models.registry import IMAGENET_MEAN, IMAGENET_STD
+        check_normalisation(opts.mean or IMAGENET_MEAN, opts.std or IMAGENET_STD, 1 / 255, "--mean/--std")
     if opts.int8:
         int8_variant.calibration_images(opts.calib_data)  # unreadable calibration data: exit 2 before any work
+    if opts.external:  # last: it runs the user's code (in a child), the slowest check
+        probe_callable(opts.model, dict(opts.model_kwargs or {}), [opts.static_batch or SMOKE_BATCH, 3,
+                                                                     opts.img_size, opts.img_size])
 
 
 def _validate_layer(opts: ExportOptions) -> None:
@@ -158,6 +166,46 @@ def _validate_layer(opts: ExportOptions) -> None:
     if unused:
         raise BadInput(f"{', '.join(unused)} build a model; {opts.name} is a Layer object already built: load its "
                        "weights into it (set_state_dict) before exporting")
+
+
+MAX_KWARGS_DEPTH = 32          # nesting of --model-kwargs: far beyond any constructor's, far below Python's recursion limit
+MAX_NORMALISED = 1e4          # |(pixel - mean) / std| for pixels in 0..1; ImageNet's normalisation gives at most 2.7
+
+
+def check_model_kwargs(kwargs) -> None:
+    """A JSON object of keyword arguments: string keys, JSON values, nested at most MAX_KWARGS_DEPTH deep
+    (the manifest and the ONNX metadata write them as JSON; json and pickle recurse on them)."""
+    def depth(value, level: int) -> int:
+        if level > MAX_KWARGS_DEPTH:
+            return level
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        return max((depth(child, level + 1) for child in children), default=level)
+
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        raise BadInput("--model-kwargs must be a JSON object of keyword arguments (string keys)")
+    if depth(kwargs, 1) > MAX_KWARGS_DEPTH:
+        raise BadInput(f"--model-kwargs is nested more than {MAX_KWARGS_DEPTH} levels deep: pass the callable's "
+                       "arguments as they are, not a deep structure")
+    try:
+        json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise BadInput(f"--model-kwargs must hold only JSON values ({err}): the manifest records them") from None
+
+
+def check_normalisation(mean, std, scale: float, where: str) -> None:
+    """The input normalisation must keep 0..255 pixels representable and ordinary in float32: a std
+    that underflows (1e-300 is 0 in float32) or a mean that overflows would make every input Inf
+    or NaN, which no runtime can be judged on."""
+    f32 = np.finfo(np.float32)
+    values = np.asarray([*mean, *std, scale], np.float64)
+    low = (0.0 - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
+    high = (255.0 * scale - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
+    if (not np.isfinite(values).all() or np.abs(values).max() > f32.max or min(*std, scale) < f32.tiny
+            or max(np.abs(low).max(), np.abs(high).max()) > MAX_NORMALISED):
+        raise BadInput(f"{where}: mean {list(mean)}, std {list(std)} (scale {scale:g}) map pixel values to "
+                       f"{max(np.abs(low).max(), np.abs(high).max()):.3g}, beyond the ±{MAX_NORMALISED:g} of any "
+                       "input normalisation: give the mean and std of 0..1 RGB values, e.g. ImageNet's "
+                       "0.485,0.456,0.406 and 0.229,0.224,0.225")
 
 
 def _check_range(option: str, value: int | None, low: int, high: int) -> None:
@@ -178,6 +226,12 @@ def class_names(opts: ExportOptions, num_classes: int) -> tuple[list[str] | None
         if len(raw) > MAX_LABELS_BYTES or len(names) != num_classes:
             raise BadInput(f"--labels {opts.labels} names {len(names)} classes (one per line), the model has "
                            f"{num_classes}: give one name per class")
+        first_line: dict[str, int] = {}
+        for line, name in enumerate(names, 1):
+            if name in first_line:  # the deploy config's top-k would print one name for two classes
+                raise BadInput(f"--labels {opts.labels} names {name!r} twice (non-blank lines {first_line[name]} and "
+                               f"{line}): give each class its own name")
+            first_line[name] = line
         return names, f"--labels {opts.labels}"
     run_config = Path(opts.weights).parent / "config.json" if opts.weights else None
     try:
@@ -233,8 +287,8 @@ def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = Fals
 
 
 def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
-    """The model's [N, classes] output on `batch`; a forward that fails or returns anything else is
-    bad input (a module:callable model may not take the size given, or may not be a classifier)."""
+    """The model's [N, classes] float32 output on `batch`; a forward that fails or returns anything
+    else is bad input (a module:callable model may not take the size given, or may not be a classifier)."""
     import paddle
 
     try:
@@ -247,7 +301,46 @@ def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
         what = f"a tensor of shape {list(out.shape)}" if isinstance(out, paddle.Tensor) else f"a {type(out).__name__}"
         raise BadInput(f"{name}: the forward pass returns {what}; cnnexport exports classifiers, whose output is one "
                        "[N, classes] tensor")
+    logits_problem(out.numpy(), f"{name}: the forward pass returns", "make the forward return [N, classes] float32 "
+                   "logits (e.g. x.astype('float32'))")
     return out.numpy()
+
+
+def logits_problem(logits: np.ndarray, what: str, fix: str) -> None:
+    """Refuse [N, classes] outputs that no classifier artifact can be: not float32 (every runtime row
+    and variant is judged on float32 logits, and an fp16 or int8 variant keeps float32 I/O), no
+    classes, or more than MAX_CLASSES."""
+    from .models.registry import MAX_CLASSES
+
+    if logits.dtype != np.float32:
+        raise BadInput(f"{what} {logits.dtype} values, not float32 logits: {fix}")
+    if not 1 <= logits.shape[1] <= MAX_CLASSES:
+        raise BadInput(f"{what} {logits.shape[1]:,} classes per image; a classifier has 1 to {MAX_CLASSES:,}: {fix}")
+
+
+def _probe(spec: str, kwargs: dict, shape: list) -> str | None:
+    """In a child: import, build and run `spec` once; the BadInput line for what is wrong with it, or None."""
+    try:
+        checked_logits(build_model(spec, kwargs, None), random_batch(shape[0], shape[-1], SMOKE_SEED), spec)
+    except BadInput as err:
+        return str(err)
+    except SystemExit as err:
+        return str(ModelExited.called_exit(spec, err))
+    return None
+
+
+def probe_callable(spec: str, kwargs: dict, shape: list) -> None:
+    """Check a module:callable model by importing, building and running it in a child process first:
+    its code may end the process (os._exit), crash it or print, none of which may reach ours."""
+    try:
+        problem = isolate.call_isolated(_probe, spec, kwargs, shape, what=spec)
+    except isolate.ChildCrashed as err:
+        how = f"crashed the process ({err.signal})" if err.signal else f"ended the process (exit status {err.exitcode})"
+        raise ModelExited(spec, how) from None
+    except isolate.ChildFailed as err:
+        raise ExportFailed(f"checking {spec} in a child process failed: {err}") from None
+    if problem:
+        raise BadInput(problem)
 
 
 def save_paddle(model, directory: Path, input_shape: list) -> dict[str, str]:
@@ -461,7 +554,13 @@ def run_export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
     validate(opts)
     steps = _Steps(report)
     prepared = prepare_import(opts, steps) if opts.imported else prepare_model(opts, steps, report)
-    return write_artifact(opts, prepared, steps, report)
+    try:
+        return write_artifact(opts, prepared, steps, report)
+    except OSError as err:  # the staging directory is gone, the target as it was
+        if err.errno not in MACHINE_WRITE_ERRORS:
+            raise
+        raise ExportFailed(f"writing {opts.target()} failed ({err.strerror or err}): free space there or choose "
+                           "another --out") from None
 
 
 def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
@@ -471,8 +570,14 @@ def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
 
     found = describe_import(opts)
     config, spec, name = found["config"], found["input_spec"], found["model"]["name"]
+    check_normalisation(spec["mean"], spec["std"], spec["scale"],
+                        f"{opts.model}'s inference.yml NormalizeImage" if config else "--mean/--std")
 
     def deploy_config(num_classes: int) -> tuple[str, str]:
+        labels = config.get("labels")
+        if labels is not None and len(labels) != num_classes:  # its top-k would name the wrong classes, or none
+            raise BadInput(f"{opts.model}'s inference.yml names {len(labels)} classes (PostProcess.Topk.label_list), "
+                           f"the program outputs {num_classes}: fix its label_list")
         if config:
             return config["text"], f"{opts.model}'s own inference.yml (copied as it is)"
         return inference_yml(spec, num_classes, None, name), "none (the directory has no deploy config)"
@@ -643,6 +748,8 @@ def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, np.ndarray], 
     if bad:
         raise BadInput(f"the imported program's output on the {bad[0]} input is not finite [N, classes] logits "
                        f"(shape {list(outcome.outputs[bad[0]].shape)}): cnnexport imports image classifiers")
+    for logits in outcome.outputs.values():
+        logits_problem(logits, "the imported program returns", "cnnexport imports image classifiers with float32 logits")
     return outcome.outputs, {"input": outcome.names[0][0], "output": outcome.names[1][0]}
 
 

@@ -22,6 +22,7 @@ from .errors import BadInput
 
 DEPLOY_CONFIG_NAME = "inference.yml"
 MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # a PaddleClas inference.yml holds about 50; a 100,000-class label_list fits
 MAX_PROGRAM_BYTES = 64 << 20  # ResNet-50's program is 170 kB (JSON), 80 kB (protobuf); DenseNet-201's 0.7 MB
 PIR_DATA_OPS = ("1.data", "pd_op.data")  # a Paddle 3 program's input op, with its dialect's number or its name
 IMPORTED_FAMILY = "paddle-inference"  # the manifest's family for an imported directory
@@ -72,6 +73,8 @@ def read_deploy_config(path: Path) -> dict:
     in it is theirs and kept as it is."""
     import yaml
 
+    from .models.registry import MAX_INPUT_SIZE
+
     def bad(what: str) -> BadInput:
         return BadInput(f"{path} is not a PaddleClas/PaddleX deploy config ({what}): fix it, or remove it and give "
                         "--img-size")
@@ -80,10 +83,18 @@ def read_deploy_config(path: Path) -> dict:
         raise bad(f"a symbolic link or larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
         text = path.read_bytes().decode("utf-8")
-        config = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            if root is not None and _expanded_nodes(root) > MAX_CONFIG_NODES:
+                raise bad(f"more than {MAX_CONFIG_NODES:,} values once its aliases are expanded (an alias bomb?)")
+            config = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise bad(" ".join(str(err).split())[:200]) from None
-    ops = config.get("PreProcess", {}).get("transform_ops") if isinstance(config, dict) else None
+    preprocess = config.get("PreProcess") if isinstance(config, dict) else None
+    ops = preprocess.get("transform_ops") if isinstance(preprocess, dict) else None
     if not isinstance(ops, list) or not all(isinstance(op, dict) and len(op) == 1 for op in ops):
         raise bad("no PreProcess.transform_ops list of one-key operators")
     ops = {name: args or {} for op in ops for name, args in op.items()}
@@ -92,8 +103,9 @@ def read_deploy_config(path: Path) -> dict:
     size = ops.get("CropImage", {}).get("size") or ops.get("ResizeImage", {}).get("size")
     if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
         size = size[0]
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise bad(f"the crop or resize size {size!r} is not one positive integer (cnnexport takes square inputs)")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_INPUT_SIZE):
+        raise bad(f"the crop or resize size {_short(size)} is not one integer from 1 to {MAX_INPUT_SIZE} "
+                  "(cnnexport takes square inputs, of the sizes its zoo takes)")
     normalize = ops.get("NormalizeImage", {})
     out = {"text": text, "size": size, "scale": _number(normalize.get("scale", 1 / 255), "NormalizeImage.scale", path)}
     for key in ("mean", "std"):
@@ -108,6 +120,25 @@ def read_deploy_config(path: Path) -> dict:
     labels = post.get("Topk", {}).get("label_list") if isinstance(post, dict) and isinstance(post.get("Topk"), dict) else None
     out["labels"] = labels if isinstance(labels, list) and all(isinstance(n, str) for n in labels) else None
     return out
+
+
+def _expanded_nodes(root) -> int:
+    """How many YAML values the document holds with every alias expanded (each node counted once
+    per place it appears), computed without expanding: a few kB of nested aliases can name billions."""
+    import yaml
+
+    counted: dict[int, int] = {}
+
+    def count(node) -> int:
+        if id(node) not in counted:
+            counted[id(node)] = 1  # a node that (through an alias) holds itself counts once
+            if isinstance(node, yaml.SequenceNode):
+                counted[id(node)] += sum(count(child) for child in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                counted[id(node)] += sum(count(key) + count(value) for key, value in node.value)
+        return counted[id(node)]
+
+    return count(root)
 
 
 def _short(value) -> str:

@@ -5,7 +5,7 @@ Importing the module runs its code, as `python -c "import mynet.models"` would. 
 directory is importable first (as for `uvicorn app:app`), so a user's own package works from its
 checkout. Everything that can go wrong on the way (the module does not import, the name is
 missing or not callable, the call fails, it returns something else) is one `ExternalModelError`
-line naming the callable and what to do.
+line naming the callable and what to do; code that calls sys.exit is a `ModelExited`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from ..errors import BadInput
+from ..errors import BadInput, ModelExited
 
 CALLABLE_SPEC = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 
@@ -44,7 +44,9 @@ def resolve(spec: str) -> Callable:
     writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's tree
     try:
         target = importlib.import_module(module_name)
-    except (Exception, SystemExit) as err:  # the module's own code runs here: any failure of it is the input's
+    except SystemExit as err:
+        raise ModelExited.called_exit(spec, err) from None
+    except Exception as err:  # the module's own code runs here: any failure of it is the input's
         raise ExternalModelError(f"cannot import {module_name} for {spec} ({_one_line(err)}): install it or run "
                                  "from the directory that holds it") from None
     finally:
@@ -67,7 +69,9 @@ def build(spec: str, kwargs: dict):
     constructor = resolve(spec)
     try:
         model = constructor(**kwargs)
-    except (Exception, SystemExit) as err:
+    except SystemExit as err:
+        raise ModelExited.called_exit(spec, err) from None
+    except Exception as err:
         raise ExternalModelError(f"{spec}(**{kwargs}) failed ({_one_line(err)}): check --model-kwargs") from None
     if not isinstance(model, nn.Layer):
         raise ExternalModelError(f"{spec}(**{kwargs}) returned a {type(model).__name__}, not a paddle.nn.Layer")

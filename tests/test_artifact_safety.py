@@ -150,19 +150,75 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _leftover(directory: Path, kind: str, pid: int, name: str) -> Path:
+    """A temporary path as cnnexport names it (`.cnnexport-KIND-PID-TOKEN.NAME`)."""
+    return directory / f".cnnexport-{kind}-{pid}-ab12cd_9.{name}"
+
+
+def _old_artifact(directory: Path) -> Path:
+    directory.mkdir()
+    (directory / "manifest.json").write_text(json.dumps({"format": artifact.FORMAT, "files": {}}))
+    return directory
+
+
+# A user's folders and files named as cnnexport once named its temporary paths and lock files
+# (`.NAME.staging-PID-x`, `.NAME.replaced-PID`, `.NAME.tmp-PID`, `.NAME.lock`), PID a dead process's.
+USERS_LOOKALIKES = {".thesis.staging-{pid}-v2": "folder", ".photos.replaced-{pid}": "folder",
+                    ".notes.tmp-{pid}": "file", ".art.lock": "file"}
+
+
+def _users_lookalikes(directory: Path, dead: int) -> list[str]:
+    """Make them in `directory`, each holding a text of its own; their names."""
+    names = []
+    for pattern, kind in USERS_LOOKALIKES.items():
+        name = pattern.format(pid=dead)
+        path = directory / name
+        if kind == "folder":
+            path.mkdir()
+            path = path / "chapter.txt"
+        path.write_text(f"the user's {name}")
+        names.append(name)
+    return names
+
+
+def _still_there(directory: Path, names: list[str]) -> bool:
+    return all(((directory / name / "chapter.txt") if (directory / name).is_dir() else directory / name).read_text()
+               == f"the user's {name}" for name in names)
+
+
 def test_sweep_removes_only_what_dead_cnnexport_processes_left(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
-    (tmp_path / f".a.staging-{dead}-x1").mkdir()
-    (tmp_path / f".a.staging-{alive}-x2").mkdir()
-    (tmp_path / f".manifest.json.tmp-{dead}").write_text("half")
-    (tmp_path / f".b.replaced-{dead}").mkdir()       # its artifact vanished: it is put back
-    (tmp_path / f".b.replaced-{dead}" / "manifest.json").write_text("{}")
+    _leftover(tmp_path, "staging", dead, "a").mkdir()                 # a dead export's staging: removed
+    _leftover(tmp_path, "staging", alive, "a").mkdir()                # a running one's: kept
+    _leftover(tmp_path, "tmp", dead, "manifest.json").write_text("half")
+    _old_artifact(_leftover(tmp_path, "replaced", dead, "b"))         # its artifact vanished: it is put back
     (tmp_path / "c").mkdir()
-    (tmp_path / f".c.replaced-{dead}").mkdir()       # superseded: removed
-    (tmp_path / ".users-own.staging-notes").write_text("not ours")
+    _old_artifact(_leftover(tmp_path, "replaced", dead, "c"))         # superseded: removed
+    foreign = _leftover(tmp_path, "replaced", dead, "d")              # not an artifact: left alone
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("not an artifact")
+    users = _users_lookalikes(tmp_path, dead)
     sweep_leftovers(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".a.staging-{alive}-x2", ".users-own.staging-notes", "b", "c"]
-    assert (tmp_path / "b" / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([_leftover(tmp_path, "staging", alive, "a").name,
+                                                                 foreign.name, "b", "c", *users])
+    assert (tmp_path / "b" / "manifest.json").is_file() and _still_there(tmp_path, users)
+
+
+def test_export_and_verify_touch_no_user_file_beside_the_artifact(copy, capsys):
+    """The user's own files in the artifact's parent, named like temporary paths or lock files (the
+    shapes cnnexport once used, and a lock file of cnnexport's name that it did not create), survive
+    a verify (which writes the report there) and an export that replaces the artifact."""
+    parent, dead = copy.parent, _dead_pid()
+    users = _users_lookalikes(parent, dead)
+    (parent / f".cnnexport-lock.{copy.name}").write_text("the user's own lock file")
+    code, _, err = run_cli(capsys, "verify", str(copy), *VERIFY)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *EXPORT, "--out", str(copy))
+    assert code == 0, err
+    assert _still_there(parent, users)
+    assert (parent / f".cnnexport-lock.{copy.name}").read_text() == "the user's own lock file"
+    assert sorted(p.name for p in parent.iterdir()) == sorted([copy.name, f".cnnexport-lock.{copy.name}",
+                                                               "REPORT.md", *users])
 
 
 def test_check_replaceable_refuses_anything_of_the_users(tmp_path):

@@ -137,6 +137,12 @@ def tar_with_symlink(tmp: Path) -> Path:
     return path
 
 
+def _declaring_gigabytes(tmp: Path) -> Path:
+    """A CIFAR tarball whose test batch declares 4 GiB (a hole in a sparse file)."""
+    from cifar_data import members_of, tarball_declaring
+    return tarball_declaring(tmp / "bomb.tar", members_of(tiny_cifar(tmp)), "test_batch", 4 << 30)
+
+
 def _three_class_cifar(tmp: Path) -> Path:
     from cifar_data import random_cifar
     return random_cifar(tmp / "three.tar.gz", n_train=6, n_test=3, classes=3)
@@ -153,6 +159,29 @@ def module_file(tmp: Path, name: str, text: str) -> str:
     """A user's module in the working directory (importable from there, as cnnexport imports it)."""
     (tmp / f"{name}.py").write_text(text)
     return name
+
+
+def odd_net(tmp: Path) -> str:
+    """A user's module whose model returns, by `mode`, what a classifier's output must not be."""
+    return module_file(tmp, "odd_net", """
+from paddle import nn
+
+
+class OddNet(nn.Layer):
+    def __init__(self, mode):
+        super().__init__()
+        self.mode, self.conv, self.fc = mode, nn.Conv2D(3, 8, 3), nn.Linear(8, 10)
+
+    def forward(self, x):
+        logits = self.fc(self.conv(x).mean(axis=[2, 3]))
+        return {"ok": logits, "zero-classes": logits[:, :0], "int64": logits.astype("int64"),
+                "float64": logits.astype("float64"), "bool": logits > 0,
+                "100001-classes": logits[:, :1].expand([x.shape[0], 100_001])}[self.mode]
+
+
+def build(mode="ok"):
+    return OddNet(mode)
+""")
 
 
 BYO = [  # bring your own model: module:callable and Paddle inference directories
@@ -183,6 +212,26 @@ BYO = [  # bring your own model: module:callable and Paddle inference directorie
      "is not three finite numbers"),
     ("std-zero", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--std", "0.2,0,0.2"],
      "is not three finite numbers R,G,B above 0"),
+    # issue 24: outputs no classifier artifact can be, arguments no manifest can hold, normalisations float32 cannot
+    *[(f"callable-returns-{mode}", lambda t, mode=mode: [odd_net(t) + ":build", "--img-size", "16", "--model-kwargs",
+                                                          json.dumps({"mode": mode})], message)
+      for mode, message in [("zero-classes", "returns 0 classes per image; a classifier has 1 to 100,000"),
+                            ("int64", "returns int64 values, not float32 logits"),
+                            ("float64", "returns float64 values, not float32 logits"),
+                            ("bool", "returns bool values, not float32 logits"),
+                            ("100001-classes", "returns 100,001 classes per image")]],
+    ("model-kwargs-recursion", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--model-kwargs",
+                                          '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"], "is nested deeper than JSON is read"),
+    ("model-kwargs-too-deep", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--model-kwargs",
+                                         '{"a": ' + "[" * 40 + "]" * 40 + "}"], "is nested more than 32 levels deep"),
+    ("std-underflows-float32", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--std", "1e-300,1,1"],
+     "map pixel values to 5.15e+299, beyond the ±10000"),
+    ("mean-overflows-float32", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--mean", "1e39,0,0"],
+     "map pixel values to 4.37e+39"),
+    ("labels-twice", lambda t: [odd_net(t) + ":build", "--img-size", "16", "--labels",
+                                str(weights_file(t, "".join(f"c{i % 9}\n" for i in range(10)).encode(), "labels.txt"))],
+     "names 'c0' twice (non-blank lines 1 and 10): give each class its own name"),
+    ("out-empty", lambda t: ["alexnet_bn", "--out", ""], "--out is empty"),
     ("import-dir-without-model", lambda t: [str(user_files(t))], "holds no Paddle inference model"),
     ("import-missing-path", lambda t: [str(t / "no" / "such")], "is not a directory"),
     ("import-params-without-program", lambda t: [str(_with(user_files(t), "model.pdiparams", b"\0" * 64))],
@@ -192,6 +241,15 @@ BYO = [  # bring your own model: module:callable and Paddle inference directorie
     ("import-bad-deploy-config", lambda t: [str(_with(_with(_with(user_files(t), "model.json", b"{}"),
                                                             "model.pdiparams", b""), "inference.yml", b"a: [1"))],
      "is not a PaddleClas/PaddleX deploy config"),
+    ("import-preprocess-a-list", lambda t: [str(_import_with_yml(t, b"PreProcess: [1, 2]\n"))],
+     "no PreProcess.transform_ops list of one-key operators"),
+    ("import-preprocess-a-string", lambda t: [str(_import_with_yml(t, b"PreProcess: resize and crop\n"))],
+     "no PreProcess.transform_ops list of one-key operators"),
+    ("import-size-4096", lambda t: [str(_import_with_yml(t, b"PreProcess:\n  transform_ops:\n"
+                                                            b"  - ResizeImage: {size: 4096}\n"))],
+     "the crop or resize size 4096 is not one integer from 1 to 1024"),
+    ("import-yaml-alias-bomb", lambda t: [str(_import_with_yml(t, _ALIAS_BOMB))],
+     "more than 100,000 values once its aliases are expanded"),
     ("import-program-garbage", lambda t: [str(_with(_with(user_files(t), "model.json", b"{not a program"),
                                                     "model.pdiparams", b"")), "--img-size", "32"],
      "Paddle Inference cannot run the imported program"),
@@ -206,6 +264,16 @@ BYO = [  # bring your own model: module:callable and Paddle inference directorie
 def _with(folder: Path, name: str, blob: bytes) -> Path:
     (folder / name).write_bytes(blob)
     return folder
+
+
+def _import_with_yml(tmp: Path, config: bytes) -> Path:
+    """A directory to import whose inference.yml is `config` (the program is never reached)."""
+    return _with(_with(_with(user_files(tmp), "model.json", b"{}"), "model.pdiparams", b""), "inference.yml", config)
+
+
+# 9 levels of 9 aliases each: 9**9 (387 million) strings from 600 bytes ("billion laughs")
+_ALIAS_BOMB = ("a0: &a0 [" + ", ".join(["lol"] * 9) + "]\n" + "".join(
+    f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 10))).encode()
 
 
 EXPORT = [
@@ -234,6 +302,8 @@ EXPORT = [
     ("calib-data-broken-image", lambda t: [*_int8(images(t, {"a.jpg": jpeg(), "b.png": b"not a png"}))],
      "photos/b.png is not a readable image"),
     ("calib-data-symlink-member", lambda t: [*_int8(tar_with_symlink(t))], "data_batch_1 is not a regular file"),
+    ("calib-data-declares-gigabytes", lambda t: [*_int8(_declaring_gigabytes(t))],
+     "bomb.tar: its members declare 4,29"),
     ("out-proc", lambda t: ["alexnet_bn", "--out", "/proc/cnnexport-test"], "is not a writable directory"),
     ("out-dot", lambda t: _in(user_files(t), ["alexnet_bn", "--out", "."]), "holds files and is not a cnnexport artifact"),
     ("out-user-folder", lambda t: ["alexnet_bn", "--out", str(user_files(t))], "holds files and is not a cnnexport artifact"),

@@ -67,7 +67,7 @@ def test_sigkill_during_export_leaves_old_or_new_and_the_next_run_recovers(targe
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert list(tmpdir.iterdir()) == []  # no child logs or other temporary files outside the artifact
 
-    moved_aside = [p for p in target.parent.iterdir() if ".replaced-" in p.name]
+    moved_aside = [p for p in target.parent.iterdir() if p.name.startswith(".cnnexport-replaced-")]
     if target.exists():
         assert _is_finished(target, fused=False) or _is_finished(target, fused=True)
     else:  # only the documented window of the two-rename fallback: the old artifact waits beside it

@@ -27,7 +27,8 @@ from cnnexport.models.dynamic_conv import RoutingAttention
 from cnnexport.models.training import CosinePerIteration, MultiStepPerEpoch
 from cnnexport.models.weights import read_state_dict
 
-from cifar_data import batch_bytes, digits_cifar, malicious_batch, members_of, random_cifar, tarball_with_members
+from cifar_data import (batch_bytes, digits_cifar, malicious_batch, members_of, random_cifar, tarball_declaring,
+                        tarball_with_members)
 from helpers import run_cli
 
 RUN_FILES = {"best_model.pdparams", "final_model.pdparams", train.CHECKPOINT, "metrics.json", "config.json",
@@ -148,10 +149,14 @@ def test_members_that_are_not_regular_files_are_refused(tmp_path, tiny, member):
         read_cifar_tarball(path)
 
 
-def test_an_oversized_member_is_refused(tiny, monkeypatch):
-    monkeypatch.setattr(cifar, "MAX_MEMBER_BYTES", 5000)  # batches.meta is smaller, each data batch larger
-    with pytest.raises(BadInput, match=r"data_batch_1 is [\d,]+ bytes, more than any CIFAR batch \(5,000 at most\)"):
-        read_cifar_tarball(tiny)
+def test_members_declaring_gigabytes_are_refused_before_any_is_read(tmp_path, tiny, monkeypatch):
+    path = tarball_declaring(tmp_path / "bomb.tar", members_of(tiny), "test_batch", 3 << 30)
+    reads = []
+    monkeypatch.setattr(cifar, "restricted_load", lambda *args, **kwargs: reads.append(args))
+    with pytest.raises(BadInput, match=r"bomb.tar: its members declare 3,221,2[\d,]+ bytes, more than any "
+                                       r"CIFAR-format archive \(536,870,912 at most"):
+        read_cifar_tarball(path)
+    assert reads == [] and path.stat().st_blocks * 512 < 1 << 20  # nothing read; the file itself is small
 
 
 @pytest.mark.parametrize("labels, got", [
