@@ -41,7 +41,9 @@ class QuantSettings:
     per_channel: bool = True
     reduce_range: bool = False                  # 7-bit weights: for CPUs without VNNI only
     activation_symmetric: bool = False          # zero points fitted to the calibrated range
-    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")  # the ops with int8 kernels; pools etc. stay fp32
+    # The ops with int8 kernels that hold the compute (pools etc. stay fp32); (): every op ONNX Runtime quantizes.
+    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    fp32_first_last: bool = False               # True: the first and last of those ops stay fp32
     preprocess: bool = True                     # ONNX Runtime's quant_pre_process (optimisation, shapes) first
 
     def to_dict(self) -> dict:
@@ -150,10 +152,13 @@ def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch:
     if chosen.preprocess:
         prepared = str(Path(scratch) / "prepared.onnx")
         quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
+    ends = ([node.name for node in onnx.load(prepared).graph.node if node.op_type in chosen.op_types]
+            if chosen.fp32_first_last else [])
     quantize_static(prepared, int8_path, _Batches(source.graph.input[0].name, batches),
                     quant_format=QuantFormat.QDQ, per_channel=chosen.per_channel, reduce_range=chosen.reduce_range,
                     activation_type=QuantType[chosen.activation_type], weight_type=QuantType[chosen.weight_type],
-                    calibrate_method=CalibrationMethod[chosen.method], op_types_to_quantize=list(chosen.op_types),
+                    calibrate_method=CalibrationMethod[chosen.method], op_types_to_quantize=list(chosen.op_types) or None,
+                    nodes_to_exclude=[ends[0], ends[-1]] if ends else None,
                     extra_options={"CalibStridedMinMax": _stride(len(batches)),
                                    "ActivationSymmetric": chosen.activation_symmetric})
     model = onnx.load(int8_path)
