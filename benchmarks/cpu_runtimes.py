@@ -168,8 +168,8 @@ def sweep(speed_art: Path, trained_art: Path, data: Path, out: Path, threads: in
              "top-1 agreement | held-out top-1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in SWEEP:
         for kind in ("onnxruntime", "openvino"):
-            figures = " | ".join(f"{p50[(f'{name} {kind}', b)]:.2f} | {p50[('ONNX Runtime fp32', b)] / p50[(f'{name} {kind}', b)]:.2f}x"
-                                 for b in BATCHES)
+            ms = {b: p50[(f"{name} {kind}", b)] for b in BATCHES}
+            figures = " | ".join(f"{ms[b]:.2f} | {p50[('ONNX Runtime fp32', b)] / ms[b]:.2f}x" for b in BATCHES)
             rel, agree, acc = quality[(name, kind)]
             lines.append(f"| {name} | {kind} | {figures} | {rel:.3f} | {agree:.0%} | {acc:.2%} |")
     return lines

@@ -130,7 +130,8 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
             spec = RuntimeSpec("onnxruntime", str(root / FP16_FILE), dev, opts.threads if dev == "cpu" else 0,
                                prefer_nhwc=dev == "gpu", precision="fp16")
             rows.append(Row(spec, FP16, photos, dev == device))
-    rows += [Row(spec, tolerance, photos, device == "cpu") for spec, tolerance in reduced_cpu_specs(root, opts.threads).values()]
+    rows += [Row(spec, tolerance, photos, device == "cpu")
+             for spec, tolerance in reduced_cpu_specs(root, opts.threads).values()]
     return rows + list(opts.extra_rows)
 
 
