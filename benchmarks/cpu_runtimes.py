@@ -2,7 +2,7 @@
 machine, with what each variant costs in held-out accuracy, and the int8 settings swept.
 
     PYTHONPATH=. .venv/bin/python benchmarks/cpu_runtimes.py [--threads 2] [--rounds 7]
-        [--out /tmp/cpu-runtimes-bench] [--no-sweep] [--no-train]
+        [--out /tmp/cpu-runtimes-bench] [--no-sweep] [--no-train] [--keep]
 
 (a) Speed: fused VanillaNet-5 (224 px), AlexNet-BN (128 px) and ResNet-18-CIFAR (32 px), randomised
 non-trivial weights, exported `--fuse --onnx --fp16 --int8` and verified (`--no-bench`): every row of
@@ -16,7 +16,7 @@ a CIFAR-format tarball (tests/cifar_data.py), exported with `--calib-data` the t
 row's top-1 on the 400 held-out test images (where a variant changes the numbers). ResNet-18-CIFAR
 is timed only (training it takes longer than the rest of the benchmark).
 (c) The int8 settings (`cnnexport.int8.QuantSettings`): the chosen ones and one change at a time,
-on VanillaNet-5: speed in ONNX Runtime and OpenVINO (interleaved with ONNX Runtime fp32), agreement
+on VanillaNet-5 and ResNet-18-CIFAR: speed in ONNX Runtime and OpenVINO (interleaved with ONNX Runtime fp32), agreement
 with fp32 on the photographs, held-out top-1 on the trained model.
 Prints Markdown tables (for benchmarks/RESULTS.md).
 """
@@ -45,6 +45,9 @@ MODELS = {"vanillanet_5": 224, "alexnet_bn": 128, "resnet18_cifar": 32}
 TRAINED = {"alexnet_bn": (64, 6, ("--lr", "0.05")), "vanillanet_5": (32, 3, ())}
 BATCHES = (1, 8)
 CALLS_PER_ROUND = 3
+# A pause before each row's calls: ONNX Runtime's threads spin for a while after a run, and in one
+# process they would take the cores from whichever row is timed next.
+SETTLE_SECONDS = 0.2
 
 
 def plan_specs(art: Path, threads: int) -> dict:
@@ -64,6 +67,7 @@ def interleaved(calls: dict, rounds: int) -> dict:
     per_round = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
+            time.sleep(SETTLE_SECONDS)
             seconds = []
             for _ in range(CALLS_PER_ROUND):
                 start = time.perf_counter()
@@ -112,20 +116,20 @@ def accuracy(art: Path, data: Path, threads: int) -> dict:
 
 
 SWEEP = {  # the chosen settings, then one change at a time (and the settings before issue 21)
-    "chosen (S8S8, Conv/MatMul/Gemm)": {},
-    "U8S8 activations": {"activation_type": "QUInt8"},
-    "every op type ORT quantizes": {"op_types": ()},
-    "before issue 21 (U8S8, every op type)": {"activation_type": "QUInt8", "op_types": ()},
+    "chosen (U8S8, Conv/MatMul/Gemm)": {},
+    "S8S8 activations": {"activation_type": "QInt8"},
+    "every op type ORT quantizes (before issue 21)": {"op_types": ()},
     "symmetric activations": {"activation_symmetric": True},
     "per-tensor weights": {"per_channel": False},
     "first and last in fp32": {"fp32_first_last": True},
     "no quant_pre_process": {"preprocess": False},
 }
+SWEEP_MODELS = ("vanillanet_5", "resnet18_cifar")  # 1x1 and depthwise convs; 3x3 convs and residual additions
 
 
-def sweep(speed_art: Path, trained_art: Path, data: Path, out: Path, threads: int, rounds: int) -> list[str]:
-    """Each SWEEP setting quantized, timed against ONNX Runtime fp32 (interleaved), judged on the photographs
-    and on the held-out digits."""
+def sweep(speed_arts: dict, trained_arts: dict, data: Path, out: Path, threads: int, rounds: int) -> list[str]:
+    """Each SWEEP setting quantized for each of SWEEP_MODELS, timed against that model's ONNX Runtime fp32
+    (interleaved), judged on the photographs and, where the model was trained here, on the held-out digits."""
     from cnnexport import int8
     from cnnexport.accuracy import top1
     from cnnexport.cifar import read_cifar_tarball
@@ -134,45 +138,52 @@ def sweep(speed_art: Path, trained_art: Path, data: Path, out: Path, threads: in
     from cnnexport.runtimes import RuntimeSpec, open_runtime
 
     def quantized(art: Path, index: int, changes: dict, calibration) -> str:
-        path, scratch = out / "sweep" / f"{art.name}-{index}.onnx", out / "sweep" / "scratch"
+        path, scratch = out / "sweep" / f"{art.parent.name}-{art.name}-{index}.onnx", out / "sweep" / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
-        spec_in = json.loads((art / "manifest.json").read_text())["input"]
-        int8.quantize(str(art / "inference.onnx"), str(path), int8.calibration_batches(calibration, spec_in),
+        int8.quantize(str(art / "inference.onnx"), str(path), int8.calibration_batches(calibration, _input(art)),
                       str(scratch), dataclasses.replace(int8.SETTINGS, **changes))
         return str(path)
 
-    photos_in = json.loads((speed_art / "manifest.json").read_text())["input"]
-    photos = preprocess(sample_photos(), photos_in)
-    trained_in = json.loads((trained_art / "manifest.json").read_text())["input"]
     cifar = read_cifar_tarball(data)
-    test = in_batches(preprocess({str(i): im for i, im in enumerate(cifar.test_images)}, trained_in), 50)
-    fp32 = open_runtime(RuntimeSpec("onnxruntime", str(speed_art / "inference.onnx"), threads=threads))
-    reference = fp32.infer(photos)
     calls, quality = {}, {}
-    batches = {b: random_batch(b, photos_in["shape"][-1], seed=b) for b in BATCHES}
-    for b in BATCHES:
-        calls[("ONNX Runtime fp32", b)] = lambda x=batches[b]: fp32.infer(x)
-    for index, (name, changes) in enumerate(SWEEP.items()):
-        fast = quantized(speed_art, index, changes, int8.calibration_images(None))
-        accurate = quantized(trained_art, index, changes, int8.calibration_images(str(data)))
-        for kind in ("onnxruntime", "openvino"):
-            runtime = open_runtime(RuntimeSpec(kind, fast, threads=threads, precision="int8"))
-            trained = open_runtime(RuntimeSpec(kind, accurate, threads=threads, precision="int8"))
-            agree = agreement(reference, runtime.infer(photos))
-            quality[(name, kind)] = (agree.rel_l2, agree.top1,
-                                     top1(np.concatenate([trained.infer(c) for c in test]), cifar.test_labels))
-            for b in BATCHES:
-                calls[(f"{name} {kind}", b)] = lambda r=runtime, x=batches[b]: r.infer(x)
+    for model in SWEEP_MODELS:
+        speed_art, trained_art = speed_arts[model], trained_arts.get(model)
+        photos = preprocess(sample_photos(), _input(speed_art))
+        test = (in_batches(preprocess({str(i): im for i, im in enumerate(cifar.test_images)}, _input(trained_art)), 50)
+                if trained_art else [])
+        fp32 = open_runtime(RuntimeSpec("onnxruntime", str(speed_art / "inference.onnx"), threads=threads))
+        reference = fp32.infer(photos)
+        batches = {b: random_batch(b, _input(speed_art)["shape"][-1], seed=b) for b in BATCHES}
+        for b in BATCHES:
+            calls[(model, "fp32", b)] = lambda r=fp32, x=batches[b]: r.infer(x)
+        for index, (name, changes) in enumerate(SWEEP.items()):
+            fast = quantized(speed_art, index, changes, int8.calibration_images(None))
+            accurate = quantized(trained_art, index, changes, int8.calibration_images(str(data))) if trained_art else None
+            for kind in ("onnxruntime", "openvino"):
+                runtime = open_runtime(RuntimeSpec(kind, fast, threads=threads, precision="int8"))
+                agree = agreement(reference, runtime.infer(photos))
+                held_out = "-"
+                if accurate:
+                    trained = open_runtime(RuntimeSpec(kind, accurate, threads=threads, precision="int8"))
+                    held_out = f"{top1(np.concatenate([trained.infer(c) for c in test]), cifar.test_labels):.2%}"
+                quality[(model, name, kind)] = agree.rel_l2, agree.top1, held_out
+                for b in BATCHES:
+                    calls[(model, f"{name} {kind}", b)] = lambda r=runtime, x=batches[b]: r.infer(x)
     p50 = interleaved(calls, rounds)
-    lines = ["| settings | runtime | batch 1 ms | vs ORT fp32 | batch 8 ms | vs ORT fp32 | rel L2 (photos) | "
-             "top-1 agreement | held-out top-1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in SWEEP:
-        for kind in ("onnxruntime", "openvino"):
-            ms = {b: p50[(f"{name} {kind}", b)] for b in BATCHES}
-            figures = " | ".join(f"{ms[b]:.2f} | {p50[('ONNX Runtime fp32', b)] / ms[b]:.2f}x" for b in BATCHES)
-            rel, agree, acc = quality[(name, kind)]
-            lines.append(f"| {name} | {kind} | {figures} | {rel:.3f} | {agree:.0%} | {acc:.2%} |")
+    lines = ["| model | settings | runtime | batch 1 ms | vs ORT fp32 | batch 8 ms | vs ORT fp32 | rel L2 (photos) | "
+             "top-1 agreement | held-out top-1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model in SWEEP_MODELS:
+        for name in SWEEP:
+            for kind in ("onnxruntime", "openvino"):
+                ms = {b: p50[(model, f"{name} {kind}", b)] for b in BATCHES}
+                figures = " | ".join(f"{ms[b]:.2f} | {p50[(model, 'fp32', b)] / ms[b]:.2f}x" for b in BATCHES)
+                rel, agree, held_out = quality[(model, name, kind)]
+                lines.append(f"| {model} | {name} | {kind} | {figures} | {rel:.3f} | {agree:.0%} | {held_out} |")
     return lines
+
+
+def _input(art: Path) -> dict:
+    return json.loads((art / "manifest.json").read_text())["input"]
 
 
 def main() -> None:
@@ -182,25 +193,34 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/cpu-runtimes-bench")
     parser.add_argument("--no-sweep", dest="sweep", action="store_false")
     parser.add_argument("--no-train", dest="train", action="store_false", help="speed only")
+    parser.add_argument("--keep", action="store_true",
+                        help="reuse the artifacts and training runs an earlier run left in --out (time and measure again)")
     args = parser.parse_args()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "speed").mkdir(parents=True)
-    (out / "trained").mkdir()
-    data = digits_cifar(out / "digits.tar.gz", n_train=1397, n_test=400)
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    (out / "speed").mkdir(parents=True, exist_ok=True)
+    (out / "trained").mkdir(exist_ok=True)
+    data = out / "digits.tar.gz"
+    if not data.is_file():
+        digits_cifar(data, n_train=1397, n_test=400)
     threads = str(args.threads)
 
     speed_arts, trained_arts = {}, {}
     for name, size in MODELS.items():
         speed_arts[name] = out / "speed" / f"{name}-fused"
+        if (speed_arts[name] / "verify.json").is_file():
+            continue
         cnnexport(name, "--weights", str(perturbed_weights(name, out)), "--img-size", str(size), "--fuse",
                   "--onnx", "--fp16", "--int8", "--out", str(speed_arts[name]))
         cnnexport("verify", str(speed_arts[name]), "--no-bench", "--no-reference-evaluator", "--threads", threads)
     for name, (size, epochs, options) in TRAINED.items() if args.train else ():
-        run = out / "runs" / name
-        cnnexport("train", name, "--data", str(data), "--epochs", str(epochs), "--batch-size", "32",
-                  "--img-size", str(size), "--device", "cpu", "--out", str(run), *options)
-        trained_arts[name] = out / "trained" / f"{name}-fused"
+        run, trained_arts[name] = out / "runs" / name, out / "trained" / f"{name}-fused"
+        if (trained_arts[name] / "manifest.json").is_file():
+            continue
+        if not (run / "best_model.pdparams").is_file():
+            cnnexport("train", name, "--data", str(data), "--epochs", str(epochs), "--batch-size", "32",
+                      "--img-size", str(size), "--device", "cpu", "--out", str(run), *options)
         cnnexport(name, "--weights", str(run / "best_model.pdparams"), "--img-size", str(size), "--fuse", "--onnx",
                   "--fp16", "--int8", "--calib-data", str(data), "--out", str(trained_arts[name]))
 
@@ -234,9 +254,8 @@ def main() -> None:
                   f"{verdict} |")
 
     if args.sweep and args.train:
-        print("\n### int8 settings on vanillanet_5 (speed at 224 px, held-out top-1 on the trained 32 px model)\n")
-        print("\n".join(sweep(speed_arts["vanillanet_5"], trained_arts["vanillanet_5"], data, out, args.threads,
-                              args.rounds)))
+        print("\n### int8 settings (speed at the zoo's input size, held-out top-1 on the model trained here)\n")
+        print("\n".join(sweep(speed_arts, trained_arts, data, out, args.threads, args.rounds)))
 
 
 if __name__ == "__main__":

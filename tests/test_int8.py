@@ -107,7 +107,7 @@ def test_int8_file_holds_quantized_convolutions_keeps_fp32_io_and_passes_verify(
     int8 = manifest.onnx["int8"]
     assert int8["quantized_ops"]["Conv"] == len(convs) and int8["size"] < manifest.onnx["size"] / 2
     assert int8["calibration"]["method"] == "MinMax" and int8["calibration"]["per_channel"] is True
-    assert int8["calibration"]["activation_type"] == "QInt8" and int8["calibration"]["op_types"] == ["Conv", "MatMul", "Gemm"]
+    assert int8["calibration"]["activation_type"] == "QUInt8" and int8["calibration"]["op_types"] == ["Conv", "MatMul", "Gemm"]
     smoke = next(r for r in manifest.smoke_parity if r["runtime"] == "onnxruntime/cpu int8")
     assert smoke["inputs"] == ["photos"] and smoke["top1"] >= 0.99
 
