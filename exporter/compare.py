@@ -20,6 +20,7 @@ CPU_FP32 = Tolerance(rel_l2=1e-5)
 GPU_TF32 = Tolerance(rel_l2=1e-3)
 FP16 = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # fp16: rel L2 is reported, not bounded
 INT8 = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # int8 too: the bar is the predicted class
+BF16 = Tolerance(rel_l2=float("inf"), top1_agreement=0.99)  # bf16 (OpenVINO on the fp32 file): as fp16
 
 
 def rel_l2(reference: np.ndarray, other: np.ndarray) -> float:

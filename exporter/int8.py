@@ -2,16 +2,16 @@
 int8 weights), calibrated on real images preprocessed exactly as the manifest says. Paddle-free
 (a CIFAR-format tarball is read through `cnnexport.cifar`, which imports Paddle).
 
-The settings were chosen by measurement (README, "int8"): MinMax calibration, uint8 activations and
-int8 weights (U8S8: as accurate as S8S8 and faster on the small graphs here), no reduced range. The
-calibration set is bounded and a seeded choice, so an export is reproducible.
+The settings are data (`QuantSettings`, `SETTINGS`), chosen by measurement on an AVX-512 VNNI CPU in
+ONNX Runtime and OpenVINO (README, "int8", and benchmarks/cpu_runtimes.py, which sweeps alternatives).
+The calibration set is bounded and a seeded choice, so an export is reproducible.
 """
 from __future__ import annotations
 
 import functools
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,34 @@ OPTION = "--calib-data"
 MAX_CALIBRATION_SAMPLES = 256
 CALIBRATION_SEED = 0
 CALIBRATION_BATCH = 16          # images per calibration run (a dynamic-batch model)
-CALIBRATION_METHOD = "MinMax"
-ACTIVATION_TYPE, WEIGHT_TYPE = "QUInt8", "QInt8"
 # Calibration runs this many batches at a time (at most) and folds their ranges in, so that memory
 # stays bounded at any input size. (ONNX Runtime's CalibMaxIntermediateOutputs is not this: in 1.32
 # it discards the outputs it has held, unmeasured, and calibrates on the remainder only.)
 HELD_BATCHES = 4
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How the int8 model is made: ONNX Runtime's `quantize_static` arguments, by name (QuantType,
+    CalibrationMethod). Why each value of SETTINGS: README, "int8"."""
+
+    method: str = "MinMax"
+    activation_type: str = "QUInt8"             # U8S8: S8S8 is 3x slower on 3x3 convs in ONNX Runtime 1.32
+    weight_type: str = "QInt8"
+    per_channel: bool = True
+    reduce_range: bool = False                  # 7-bit weights: for CPUs without VNNI only
+    activation_symmetric: bool = False          # zero points fitted to the calibrated range
+    # The ops with int8 kernels that hold the compute (pools etc. stay fp32); (): every op ONNX Runtime quantizes.
+    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    fp32_first_last: bool = False               # True: the first and last of those ops stay fp32
+    preprocess: bool = True                     # ONNX Runtime's quant_pre_process (optimisation, shapes) first
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "op_types": list(self.op_types)}
+
+
+SETTINGS = QuantSettings()
 
 
 @dataclass(frozen=True)
@@ -78,11 +99,10 @@ def calibration_batches(calibration: Calibration, input_spec: dict) -> list[np.n
     return in_batches(preprocess(calibration.images, input_spec), input_spec["shape"][0] or CALIBRATION_BATCH)
 
 
-def settings(calibration: Calibration) -> dict:
+def settings(calibration: Calibration, chosen: QuantSettings = SETTINGS) -> dict:
     """What the manifest records of how the int8 model was made."""
     return {"source": calibration.source, "samples": len(calibration.images), "seed": CALIBRATION_SEED,
-            "method": CALIBRATION_METHOD, "format": "QDQ", "activation_type": ACTIVATION_TYPE,
-            "weight_type": WEIGHT_TYPE, "per_channel": True, "reduce_range": False}
+            "format": "QDQ", **chosen.to_dict()}
 
 
 def quantized_ops(model) -> dict[str, int]:
@@ -115,7 +135,8 @@ def _stride(batches: int) -> int:
     return max(d for d in range(1, HELD_BATCHES + 1) if batches % d == 0)
 
 
-def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch: str) -> dict:
+def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch: str,
+             chosen: QuantSettings = SETTINGS) -> dict:
     """`onnx_path` quantized to `int8_path` (fp32 input and output kept), calibrated on `batches`.
     ONNX Runtime's pre-processing (shape inference, graph optimisation) writes into `scratch`; its
     own temporary directories go to $TMPDIR, which the caller points into the staging directory.
@@ -127,20 +148,28 @@ def quantize(onnx_path: str, int8_path: str, batches: list[np.ndarray], scratch:
     from .onnx_tools import op_counts
 
     source = onnx.load(onnx_path)
-    prepared = str(Path(scratch) / "prepared.onnx")
-    quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
+    prepared = onnx_path
+    if chosen.preprocess:
+        prepared = str(Path(scratch) / "prepared.onnx")
+        quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
+    ends = ([node.name for node in onnx.load(prepared).graph.node if node.op_type in chosen.op_types]
+            if chosen.fp32_first_last else [])
     quantize_static(prepared, int8_path, _Batches(source.graph.input[0].name, batches),
-                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-                    activation_type=QuantType[ACTIVATION_TYPE], weight_type=QuantType[WEIGHT_TYPE],
-                    calibrate_method=CalibrationMethod[CALIBRATION_METHOD],
-                    extra_options={"CalibStridedMinMax": _stride(len(batches))})
+                    quant_format=QuantFormat.QDQ, per_channel=chosen.per_channel, reduce_range=chosen.reduce_range,
+                    activation_type=QuantType[chosen.activation_type], weight_type=QuantType[chosen.weight_type],
+                    calibrate_method=CalibrationMethod[chosen.method], op_types_to_quantize=list(chosen.op_types) or None,
+                    nodes_to_exclude=[ends[0], ends[-1]] if ends else None,
+                    extra_options={"CalibStridedMinMax": _stride(len(batches)),
+                                   "ActivationSymmetric": chosen.activation_symmetric})
     model = onnx.load(int8_path)
     # The description of the fp32 model still holds (interface, normalisation, weights), plus how it was made.
     model.producer_name, model.producer_version = source.producer_name, source.producer_version
     del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)
-    model.metadata_props.add(key="precision", value=f"int8: static {CALIBRATION_METHOD} calibration on "
-                                                    f"{len(batches)} batches, QDQ, per-channel weights, fp32 input and output")
+    model.metadata_props.add(key="precision", value=f"int8: static {chosen.method} calibration on {len(batches)} "
+                                                    f"batches, QDQ, {chosen.activation_type} activations, "
+                                                    f"{'per-channel' if chosen.per_channel else 'per-tensor'} "
+                                                    f"{chosen.weight_type} weights, fp32 input and output")
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, int8_path)
     return {"ops": op_counts(model), "quantized_ops": quantized_ops(model), "size": os.path.getsize(int8_path)}

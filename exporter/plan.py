@@ -8,6 +8,7 @@ judges it; nothing downstream asks what kind of runtime a row is.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE
-from .compare import CPU_FP32, FP16, GPU_TF32, INT8, Tolerance
+from . import isolate
+from .compare import BF16, CPU_FP32, FP16, GPU_TF32, INT8, Tolerance
 from .errors import BadInput
-from .runtimes import PADDLECLAS_DEPLOY_CONFIG, RuntimeSpec, openvino_available, paddle_configs
+from .runtimes import (PADDLECLAS_DEPLOY_CONFIG, RuntimeSpec, openvino_available, openvino_cpu_capabilities,
+                       paddle_configs)
 
 DEFAULT_BATCH_SIZES = {"cpu": (1, 8), "gpu": (1, 8, 64)}
 MAX_BATCH, MAX_THREADS = 512, 1024
@@ -127,22 +130,49 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
             spec = RuntimeSpec("onnxruntime", str(root / FP16_FILE), dev, opts.threads if dev == "cpu" else 0,
                                prefer_nhwc=dev == "gpu", precision="fp16")
             rows.append(Row(spec, FP16, photos, dev == device))
-    if (root / INT8_FILE).is_file():  # a CPU deploy variant, judged like fp16: by the class it predicts
-        rows.append(Row(int8_spec(root / INT8_FILE, opts.threads), INT8, photos, device == "cpu"))
+    rows += [Row(spec, tolerance, photos, device == "cpu")
+             for spec, tolerance in reduced_cpu_specs(root, opts.threads).values()]
     return rows + list(opts.extra_rows)
+
+
+def reduced_cpu_specs(root: Path, threads: int = 0) -> dict[str, tuple[RuntimeSpec, Tolerance]]:
+    """The CPU deploy variants in reduced precision, by name, each judged by the class it predicts: the
+    int8 file in ONNX Runtime and in OpenVINO, and, where the artifact was exported for reduced precision
+    (an fp16 or int8 file) and the CPU computes bf16 (avx512_bf16 or AMX), the fp32 file in OpenVINO in bf16."""
+    specs = {}
+    int8, openvino = (root / INT8_FILE).is_file(), openvino_available()
+    if int8:
+        specs["onnx-int8"] = int8_spec(root / INT8_FILE, threads), INT8
+        if openvino:
+            specs["openvino-int8"] = RuntimeSpec("openvino", str(root / INT8_FILE), "cpu", threads, precision="int8"), INT8
+    if (int8 or (root / FP16_FILE).is_file()) and (root / ONNX_FILE).is_file() and openvino_has_bf16():
+        specs["openvino-bf16"] = RuntimeSpec("openvino", str(root / ONNX_FILE), "cpu", threads, precision="bf16"), BF16
+    return specs
 
 
 def int8_spec(path: Path, threads: int = 0) -> RuntimeSpec:
     return RuntimeSpec("onnxruntime", str(path), "cpu", threads, precision="int8")
 
 
+@functools.lru_cache(maxsize=1)
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO computes bf16 on this CPU (asked once per process, in a child: native code)."""
+    if not openvino_available():
+        return False
+    try:
+        return "BF16" in isolate.call_isolated(openvino_cpu_capabilities, what="OpenVINO's CPU capabilities")
+    except (isolate.ChildCrashed, isolate.ChildFailed):
+        return False
+
+
 def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, int8: bool, photos: tuple[str, ...],
                paddle: bool = True) -> dict[str, Row]:
     """The export's check before an artifact is written, by format: every file it would hold that
     computes, on the smoke batch against the eager model (the fp16 and int8 variants on the
-    photographs, with the top-1 agreement verify asks of them). `paddle` False: the reference is
-    Paddle Inference on the programs themselves (an imported model), so they are not checked
-    against it."""
+    photographs, with the top-1 agreement verify asks of them), with every reduced-precision CPU row
+    verify will judge (OpenVINO on the int8 file, and in bf16): nothing is written that verify would
+    fail. `paddle` False: the reference is Paddle Inference on the programs themselves (an imported
+    model), so they are not checked against it."""
     rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=("smoke",))} if paddle else {}
     if legacy and paddle:
         rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=("smoke",))
@@ -150,6 +180,6 @@ def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, int8: bool, ph
         rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, ("smoke",))
     if fp16:
         rows["onnx-fp16"] = Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FP16, photos)
-    if int8:
-        rows["onnx-int8"] = Row(int8_spec(stage / INT8_FILE), INT8, photos)
+    if fp16 or int8:
+        rows.update((name, Row(spec, tolerance, photos)) for name, (spec, tolerance) in reduced_cpu_specs(stage).items())
     return rows

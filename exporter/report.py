@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .artifact import (CHART_PNG, REPORT_MD, VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sha256,
                        sweep_leftovers)
-from .results import Timing, VerifyReport
+from .results import Recommendation, Timing, VerifyReport
 
 MAX_REPORT_BYTES = 16 << 20  # a REPORT.md larger than this is not one of ours, and is not read
 # The last line of every REPORT.md cnnexport writes. The chart's previous hash is kept too: a verify
@@ -96,6 +96,26 @@ def _accuracy_line(accuracy: dict) -> str:
     return f"  accuracy on {accuracy['samples']} test images of {accuracy['data']}: {figures}"
 
 
+def _speedup(rec: Recommendation) -> str:
+    if rec.speedup_vs_paddle_fp32 is None:
+        return "no verified Paddle Inference fp32 timing to compare with"
+    return f"{rec.speedup_vs_paddle_fp32:.2f}x Paddle Inference fp32 ({rec.paddle_fp32_p50_ms:.2f} ms)"
+
+
+def recommendation_rows(reports: list[VerifyReport]) -> list[list]:
+    return [[rep.name, rec.batch, rec.runtime, rec.precision, f"{rec.p50_ms:.2f}", _speedup(rec)]
+            for rep in reports for rec in rep.recommendation or ()]
+
+
+def _recommendation_lines(report: VerifyReport) -> list[str]:
+    if report.recommendation is None:
+        return []
+    if not report.recommendation:
+        return ["  recommended: none (no row that passed was timed)"]
+    return [f"  recommended at batch {rec.batch}: {rec.runtime} (p50 {rec.p50_ms:.2f} ms, {_speedup(rec)})"
+            for rec in report.recommendation]
+
+
 def summary_lines(report: VerifyReport) -> list[str]:
     """A plain-text summary (no table library needed on a bare GPU machine)."""
     lines = [f"{report.artifact}: {'PASS' if report.passed else 'FAIL'} (reference: {report.reference})"]
@@ -118,7 +138,7 @@ def summary_lines(report: VerifyReport) -> list[str]:
     for t in report.timings:
         lines.append(f"  speed {t.label:<34} {t.mode:<20} bs {t.batch:<3} p50 {t.p50_ms:8.2f} ms  "
                      f"{t.images_per_s:9.1f} img/s")
-    return lines
+    return lines + _recommendation_lines(report)
 
 
 def _machine() -> str:
@@ -203,6 +223,13 @@ def report_text(reports: list[VerifyReport], skipped: list[str], chart: bool) ->
                                            "p99 ms", "images/s", "fuse gain", "ORT/Paddle", "int8 gain"],
                            tablefmt="github"), "",
                   *([f"![latency]({CHART_PNG})", ""] if chart else [])]
+    recommended = recommendation_rows(reports)
+    if recommended:
+        lines += ["## Recommendation", "", "Per artifact and batch size, the fastest (runtime, variant) whose parity "
+                  "row passed, by p50 of a plain call on this machine; a row that failed, crashed or was not run is "
+                  "never recommended.", "",
+                  tabulate(recommended, headers=["artifact", "batch", "runtime", "precision", "p50 ms",
+                                                 "speed-up"], tablefmt="github"), ""]
     return "\n".join(lines)
 
 

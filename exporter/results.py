@@ -22,6 +22,11 @@ def _typed(data, types: dict[str, type | tuple], where: str) -> None:
                f"{where}: `{key}` is missing or not a {getattr(kind, '__name__', 'number')}")
 
 
+def _listed(data, where: str) -> list:
+    _check(isinstance(data, list), f"verify.json: `{where}` is not a list")
+    return data
+
+
 def _without_none(data: dict) -> dict:
     return {k: v for k, v in data.items() if v is not None}
 
@@ -93,6 +98,44 @@ class Timing:
 
 
 @dataclass
+class Recommendation:
+    """The fastest verified (runtime, variant) at one batch size on the machine verify ran on."""
+
+    batch: int
+    runtime: str                           # the row's label: runtime, device, configuration, precision
+    precision: str
+    p50_ms: float
+    paddle_fp32_p50_ms: float | None = None  # Paddle Inference fp32 at this batch, where its row passed
+    speedup_vs_paddle_fp32: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> Recommendation:
+        _typed(data, {"batch": int, "runtime": str, "precision": str, "p50_ms": _NUMBER}, "a recommendation")
+        for key in ("paddle_fp32_p50_ms", "speedup_vs_paddle_fp32"):
+            _check(data.get(key) is None or isinstance(data[key], _NUMBER), f"a recommendation: `{key}` is not a number")
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+def recommend(rows: list[RowResult], timings: list[Timing]) -> list[Recommendation]:
+    """Per batch size, the timing with the lowest p50 among rows that passed, in the plain-call mode
+    ("run", as every runtime is timed). A label that any failed row ran under is never a candidate, and a
+    row that crashed or was not run has no timing: nothing is recommended that did not pass its row."""
+    verified = {r.runtime for r in rows if r.passed} - {r.runtime for r in rows if not r.passed}
+    candidates = [t for t in timings if t.mode == "run" and t.label in verified]
+    chosen = []
+    for batch in sorted({t.batch for t in candidates}):
+        timed = [t for t in candidates if t.batch == batch]
+        best = min(timed, key=lambda t: t.p50_ms)
+        paddle = next((t.p50_ms for t in timed if t.runtime == "paddle-inference" and t.precision == "fp32"), None)
+        chosen.append(Recommendation(batch, best.label, best.precision, best.p50_ms, paddle,
+                                     paddle / best.p50_ms if paddle else None))
+    return chosen
+
+
+@dataclass
 class VerifyReport:
     """verify.json: one artifact's verification."""
 
@@ -113,6 +156,7 @@ class VerifyReport:
     passed: bool
     verified: str
     accuracy: dict | None = None           # with --eval-data: top-1 accuracy against the labels (cnnexport.accuracy)
+    recommendation: list[Recommendation] | None = None  # with timings: `recommend` (None: not benchmarked)
 
     @property
     def name(self) -> str:
@@ -123,6 +167,8 @@ class VerifyReport:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["rows"] = [row.to_dict() for row in self.rows]
         data["timings"] = [t.to_dict() for t in self.timings]
+        if self.recommendation is not None:
+            data["recommendation"] = [r.to_dict() for r in self.recommendation]
         return data
 
     @classmethod
@@ -138,4 +184,6 @@ class VerifyReport:
         return cls(**{**{f.name: data.get(f.name) for f in fields(cls)},
                       "changed_weights": data.get("changed_weights", []), "notes": data.get("notes", []),
                       "rows": [RowResult.from_dict(r) for r in data["rows"]],
-                      "timings": [Timing.from_dict(t) for t in data["timings"]]})
+                      "timings": [Timing.from_dict(t) for t in data["timings"]],
+                      "recommendation": None if data.get("recommendation") is None else
+                      [Recommendation.from_dict(r) for r in _listed(data["recommendation"], "recommendation")]})

@@ -100,7 +100,8 @@ class RuntimeSpec:
     tf32: bool = True           # ONNX Runtime CUDA: TensorFloat-32 matmuls and convs
     cuda_graph: bool = False
     prefer_nhwc: bool = False
-    precision: str = "fp32"     # of the model file: "fp16" for inference.fp16.onnx
+    precision: str = "fp32"     # what it computes in: the model file's ("fp16", "int8"), or "bf16": the fp32
+                                # file run in bf16 (OpenVINO's inference precision hint)
 
     @property
     def config_name(self) -> str | None:
@@ -251,19 +252,35 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def _open_openvino(spec: RuntimeSpec) -> Runtime:
-    """OpenVINO on the CPU, reading the ONNX file or (its Paddle frontend) the legacy program. fp32 asked for explicitly: on CPUs with bf16 or
-    fp16 units OpenVINO would otherwise pick the lower precision itself."""
+def _import_openvino():
     import sys
 
     # `import openvino` also imports its model-conversion tool, whose telemetry writes
     # ~/intel/openvino_ga_cid and sends usage data; only the runtime is used here.
     sys.modules.setdefault("openvino.tools.ovc", None)
-    import openvino as ov
+    import openvino
+    return openvino
 
+
+def openvino_cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU ("FP32", "INT8", "BF16" where it has avx512_bf16 or
+    AMX, ...). Native code: the plan calls it in a child."""
+    return tuple(_import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+# OpenVINO's inference precision by the row's precision. fp32 is asked for explicitly: on CPUs with
+# bf16 or fp16 units OpenVINO would otherwise pick the lower precision itself. A quantized (QDQ)
+# file runs its quantized ops in int8 under the fp32 hint, and the rest in fp32.
+OPENVINO_PRECISION_HINTS = {"bf16": "bf16"}
+
+
+def _open_openvino(spec: RuntimeSpec) -> Runtime:
+    """OpenVINO on the CPU, reading the ONNX file or (its Paddle frontend) the legacy program."""
+    ov = _import_openvino()
     core = ov.Core()
     compiled = core.compile_model(core.read_model(spec.model_path), "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": default_threads(spec.threads)})
+        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS.get(spec.precision, "f32"),
+        "INFERENCE_NUM_THREADS": default_threads(spec.threads)})
     request, output = compiled.create_infer_request(), compiled.output(0)
     return Runtime(lambda batch: request.infer({0: batch})[output].copy(),
                    inputs=tuple(i.get_any_name() for i in compiled.inputs),

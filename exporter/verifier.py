@@ -22,7 +22,7 @@ from .device import paddle_available, paddle_has_gpu
 from .divergence import changed_weights, localise
 from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, verify_plan
 from .reference import reference_for
-from .results import VerifyReport
+from .results import VerifyReport, recommend
 from .run import judge_row, run_row
 from .runtimes import default_threads, paddle_has_tensorrt
 
@@ -85,13 +85,14 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
         measured = accuracy.measure(root, manifest, eval_set, opts.eval_data, ref.eager_model, opts.threads)
     elif eval_set is not None:
         notes.append(f"accuracy not measured: no eager model ({ref.source})")
+    timings = [dataclasses.replace(t, model=manifest.name, fused=manifest.fused) for t in timings]
     report = VerifyReport(
         artifact=str(root), model=manifest.model, device=device, threads=default_threads(opts.threads),
         paddle=paddle_available(), integrity=list(problems.values()), changed_weights=weight_changes,
         notes=notes, reference=ref.source, inputs={k: list(v.shape) for k, v in ref.inputs.items()},
         bench_plan=dataclasses.asdict(bench_plan) if bench_plan else None, rows=results, divergence=divergences,
-        timings=[dataclasses.replace(t, model=manifest.name, fused=manifest.fused) for t in timings],
-        passed=not problems and all(r.passed for r in results), verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        accuracy=measured)
+        timings=timings, passed=not problems and all(r.passed for r in results),
+        verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"), accuracy=measured,
+        recommendation=recommend(results, timings) if bench_plan else None)
     write_json(root / VERIFY_REPORT, report.to_dict())
     return report

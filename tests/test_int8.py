@@ -107,6 +107,7 @@ def test_int8_file_holds_quantized_convolutions_keeps_fp32_io_and_passes_verify(
     int8 = manifest.onnx["int8"]
     assert int8["quantized_ops"]["Conv"] == len(convs) and int8["size"] < manifest.onnx["size"] / 2
     assert int8["calibration"]["method"] == "MinMax" and int8["calibration"]["per_channel"] is True
+    assert int8["calibration"]["activation_type"] == "QUInt8" and int8["calibration"]["op_types"] == ["Conv", "MatMul", "Gemm"]
     smoke = next(r for r in manifest.smoke_parity if r["runtime"] == "onnxruntime/cpu int8")
     assert smoke["inputs"] == ["photos"] and smoke["top1"] >= 0.99
 
@@ -115,6 +116,7 @@ def test_int8_file_holds_quantized_convolutions_keeps_fp32_io_and_passes_verify(
     row = next(r for r in report["rows"] if r["runtime"] == "onnxruntime/cpu int8")
     assert row["passed"] and row["tolerance"]["top1_agreement"] == 0.99 and set(row["batches"]) == {"photos"}
     assert 0 < row["worst"]["rel_l2"] < 0.2  # quantized: close, never exact
+    assert next(r for r in report["rows"] if r["runtime"] == "openvino/cpu int8")["passed"]  # the same file in OpenVINO
     assert {(t["precision"], t["batch"]) for t in report["timings"] if t["runtime"] == "onnxruntime"} == {
         ("fp32", 1), ("int8", 1)}
 
@@ -132,7 +134,8 @@ def test_calibration_data_is_bounded_reproducible_and_recorded(artifacts, data):
 def test_report_shows_int8_against_fp32_and_paddle_inference(artifacts):
     text = (artifacts / "REPORT.md").read_text()
     assert "int8 gain" in text
-    int8_rows = [line for line in text.splitlines() if "| onnxruntime/cpu int8" in line and "| int8 " in line]
+    speed = text[text.index("## Speed"):text.index("## Recommendation")]
+    int8_rows = [line for line in speed.splitlines() if "| onnxruntime/cpu int8" in line and "| int8 " in line]
     assert len(int8_rows) == len(INT8_SIZES)
     for line in int8_rows:  # ORT/Paddle and int8 gain are both filled in
         assert len([cell for cell in line.split("|") if cell.strip().endswith("x")]) == 2, line
