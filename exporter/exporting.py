@@ -198,12 +198,12 @@ def check_normalisation(mean, std, scale: float, where: str) -> None:
     or NaN, which no runtime can be judged on."""
     f32 = np.finfo(np.float32)
     values = np.asarray([*mean, *std, scale], np.float64)
-    low = (0.0 - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
-    high = (255.0 * scale - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
+    pixels = np.array([[0.0], [255.0 * scale]])  # the darkest and the brightest, per channel
+    reach = np.abs((pixels - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)).max()
     if (not np.isfinite(values).all() or np.abs(values).max() > f32.max or min(*std, scale) < f32.tiny
-            or max(np.abs(low).max(), np.abs(high).max()) > MAX_NORMALISED):
+            or reach > MAX_NORMALISED):
         raise BadInput(f"{where}: mean {list(mean)}, std {list(std)} (scale {scale:g}) map pixel values to "
-                       f"{max(np.abs(low).max(), np.abs(high).max()):.3g}, beyond the ±{MAX_NORMALISED:g} of any "
+                       f"{reach:.3g}, beyond the ±{MAX_NORMALISED:g} of any "
                        "input normalisation: give the mean and std of 0..1 RGB values, e.g. ImageNet's "
                        "0.485,0.456,0.406 and 0.229,0.224,0.225")
 
