@@ -111,7 +111,7 @@ def accuracy(art: Path, data: Path, threads: int) -> dict:
     result = {"eager": verified["accuracy"]["top1"]["eager"]}
     for label, spec in plan_specs(art, threads).items():
         runtime = open_runtime(spec)
-        result[label] = top1(np.concatenate([runtime.infer(c) for c in chunks]), cifar.test_labels)
+        result[label] = top1(np.concatenate([runtime.infer(c)[0] for c in chunks]), cifar.test_labels)
     return result, {r["runtime"]: r["passed"] for r in verified["rows"]}
 
 
@@ -152,7 +152,7 @@ def sweep(speed_arts: dict, trained_arts: dict, data: Path, out: Path, threads: 
         test = (in_batches(preprocess({str(i): im for i, im in enumerate(cifar.test_images)}, _input(trained_art)), 50)
                 if trained_art else [])
         fp32 = open_runtime(RuntimeSpec("onnxruntime", str(speed_art / "inference.onnx"), threads=threads))
-        reference = fp32.infer(photos)
+        reference = fp32.infer(photos)[0]
         batches = {b: random_batch(b, _input(speed_art)["shape"][-1], seed=b) for b in BATCHES}
         for b in BATCHES:
             calls[(model, "fp32", b)] = lambda r=fp32, x=batches[b]: r.infer(x)
@@ -161,11 +161,11 @@ def sweep(speed_arts: dict, trained_arts: dict, data: Path, out: Path, threads: 
             accurate = quantized(trained_art, index, changes, int8.calibration_images(str(data))) if trained_art else None
             for kind in ("onnxruntime", "openvino"):
                 runtime = open_runtime(RuntimeSpec(kind, fast, threads=threads, precision="int8"))
-                agree = agreement(reference, runtime.infer(photos))
+                agree = agreement(reference, runtime.infer(photos)[0])
                 held_out = "-"
                 if accurate:
                     trained = open_runtime(RuntimeSpec(kind, accurate, threads=threads, precision="int8"))
-                    held_out = f"{top1(np.concatenate([trained.infer(c) for c in test]), cifar.test_labels):.2%}"
+                    held_out = f"{top1(np.concatenate([trained.infer(c)[0] for c in test]), cifar.test_labels):.2%}"
                 quality[(model, name, kind)] = agree.rel_l2, agree.top1, held_out
                 for b in BATCHES:
                     calls[(model, f"{name} {kind}", b)] = lambda r=runtime, x=batches[b]: r.infer(x)

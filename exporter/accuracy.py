@@ -19,7 +19,7 @@ from .compare import CPU_FP32
 from .errors import BadInput
 from .images import in_batches, preprocess
 from .plan import Row, int8_spec
-from .reference import eager_logits
+from .reference import eager_run
 from .run import run_row
 from .runtimes import RuntimeSpec
 
@@ -48,6 +48,10 @@ def _read_eval_set(path: str, stamp: tuple):
 
 
 def check_classes(data, manifest: Manifest, path: str) -> None:
+    if not manifest.classifier:
+        shapes = ", ".join(str(out["shape"]) for out in manifest.outputs)
+        raise BadInput(f"{OPTION} measures an image classifier's top-1 accuracy; {manifest.name} outputs {shapes}, "
+                       "not one [N, classes]: leave --eval-data out")
     classes = manifest.num_classes
     if len(data.label_names) != classes:
         raise BadInput(f"{OPTION} {path} has {len(data.label_names)} classes, {manifest.name} has {classes}: give "
@@ -65,12 +69,12 @@ def measure(root: Path, manifest: Manifest, data, source: str, eager_model, thre
     batch = preprocess({str(i): image for i, image in enumerate(images)}, manifest.input)
     chunks = {f"eval-{i}": chunk for i, chunk in enumerate(in_batches(batch, manifest.static_batch or EVAL_CHUNK))}
 
-    def joined(outputs: dict[str, np.ndarray]) -> np.ndarray:  # a static batch pads the last chunk
-        return np.concatenate([outputs[name] for name in chunks])[:len(labels)]
+    def joined(outputs: dict[str, list[np.ndarray]]) -> np.ndarray:  # a static batch pads the last chunk
+        return np.concatenate([outputs[name][0] for name in chunks])[:len(labels)]
 
     result = {"data": source, "split": "test", "samples": len(labels),
               "selection": f"the first {len(labels)} images of the test split",
-              "top1": {"eager": top1(joined(eager_logits(eager_model, chunks)), labels)}, "errors": {}}
+              "top1": {"eager": top1(joined(eager_run(eager_model, chunks)), labels)}, "errors": {}}
     specs = [RuntimeSpec("onnxruntime", str(root / ONNX_FILE), "cpu", threads), int8_spec(root / INT8_FILE, threads)]
     for spec in specs:
         if not Path(spec.model_path).is_file():

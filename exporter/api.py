@@ -71,7 +71,8 @@ def list_models(pattern: str | None = None) -> list[ModelInfo]:
     return [i for i in infos if not pattern or pattern in i.name or pattern == i.family]
 
 
-def _export_options(model, *, img_size: int | None = None, out: PathLike | None = None, fuse: bool = True,
+def _export_options(model, *, img_size: int | str | Sequence | None = None, out: PathLike | None = None,
+                    fuse: bool = True,
                     onnx: bool = True, fp16: bool = False, int8: bool = False, calib_data: PathLike | None = None,
                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                     labels: PathLike | None = None, weights: PathLike | None = None, num_classes: int | None = None,
@@ -93,8 +94,8 @@ def check_export(model: Any, **options) -> None:
     validate(_export_options(model, **options))
 
 
-def export(model: Any, *, img_size: int | None = None, out: PathLike | None = None, fuse: bool = True,
-           onnx: bool = True, fp16: bool = False, int8: bool = False, calib_data: PathLike | None = None,
+def export(model: Any, *, img_size: int | str | Sequence | None = None, out: PathLike | None = None,
+           fuse: bool = True, onnx: bool = True, fp16: bool = False, int8: bool = False, calib_data: PathLike | None = None,
            mean: Sequence[float] | None = None, std: Sequence[float] | None = None, labels: PathLike | None = None,
            weights: PathLike | None = None, num_classes: int | None = None, model_kwargs: dict | None = None,
            opset: int = DEFAULT_OPSET, static_batch: int | None = None, seed_compat: bool = False,
@@ -103,8 +104,10 @@ def export(model: Any, *, img_size: int | None = None, out: PathLike | None = No
 
     `model` is a zoo name (`list_models`), a "module.path:callable" string, a Paddle inference
     directory, or a `paddle.nn.Layer` object (exported from a copy: the object is left as it is;
-    give `img_size`, and `mean`/`std` if not ImageNet's). Every file is checked against the eager
-    model before the artifact is swapped in. `labels` is a text file, one class name per line.
+    give `img_size`, and `mean`/`std` if not ImageNet's). `img_size` is a side, a (height, width)
+    pair, or several of them (or "320,640x480") to check a model of dynamic height and width at.
+    Every file is checked against the eager model before the artifact is swapped in. `labels` is a
+    text file, one class name per line.
     `report` receives one line per step. Raises BadInput (bad arguments or files) and ExportFailed
     (a step failed, or a file disagrees with the eager model).
     """

@@ -60,6 +60,7 @@ INT8_FILE = "inference.int8.onnx"
 # Where the model comes from: the zoo, `module.path:callable` (rebuilt by importing it), an
 # imported Paddle inference directory (no eager model), or a Layer object handed to the Python API
 # (an eager model only where the caller hands it to verify again).
+MAX_OUTPUTS, MAX_OUTPUT_RANK = 64, 8  # far beyond a detector's or a multi-head network's
 MODEL_SOURCES = ("zoo", "callable", "paddle-inference", "object")
 FORMAT = "cnnexport-artifact/2"  # 1: the Paddle files in paddle/, the ONNX file named model.onnx
 _FORMATS_OF_OURS = ("cnnexport-artifact/1", FORMAT)
@@ -132,8 +133,13 @@ def validate_manifest(manifest, path: Path) -> None:
     spec = _section(manifest, "input", path)
     shape = spec.get("shape")
     _require(isinstance(shape, list) and len(shape) == 4 and (shape[0] is None or _is_int(shape[0]) and shape[0] >= 1)
-             and shape[1] == 3 and all(_is_int(s) and 1 <= s <= 4096 for s in shape[2:]), path,
-             "`input.shape` must be [batch or null, 3, S, S]")
+             and shape[1] == 3 and (shape[2:] == [None, None] or all(_is_side(s) for s in shape[2:])), path,
+             "`input.shape` must be [batch or null, 3, H, W] (H and W both sizes, or both null: dynamic)")
+    sizes = spec.get("sizes", [shape[2:]])
+    _require(isinstance(sizes, list) and len(sizes) >= 1 and all(
+        isinstance(size, list) and len(size) == 2 and all(_is_side(s) for s in size) for size in sizes)
+        and (shape[2] is None or sizes == [shape[2:]]), path,
+        "`input.sizes` must list the [H, W] sizes checked (the fixed size alone where the shape fixes one)")
     _require(spec.get("dynamic_batch") is (shape[0] is None), path, "`input.dynamic_batch` must say whether the batch is null")
     for key in ("mean", "std"):
         _require(isinstance(spec.get(key), list) and len(spec[key]) == 3 and all(map(_is_number, spec[key])), path,
@@ -141,9 +147,15 @@ def validate_manifest(manifest, path: Path) -> None:
     _require(all(s > 0 for s in spec["std"]) and _is_number(spec.get("scale")) and spec["scale"] > 0, path,
              "`input.std` and `input.scale` must be positive")
     _require(spec.get("dtype") == "float32", path, "`input.dtype` must be float32")
-    out_shape = _section(manifest, "output", path).get("shape")
-    _require(isinstance(out_shape, list) and len(out_shape) == 2 and out_shape[0] == shape[0]
-             and _is_int(out_shape[1]) and out_shape[1] >= 1, path, "`output.shape` must be [batch or null, classes]")
+    output = _section(manifest, "output", path)
+    outputs = output.get("outputs", [{"name": "logits", "shape": output.get("shape")}])
+    _require(isinstance(outputs, list) and 1 <= len(outputs) <= MAX_OUTPUTS and all(
+        isinstance(out, dict) and isinstance(out.get("name"), str) and isinstance(out.get("shape"), list)
+        and 1 <= len(out["shape"]) <= MAX_OUTPUT_RANK and out["shape"][0] == shape[0]
+        and all(d is None or _is_int(d) and d >= 1 for d in out["shape"][1:]) for out in outputs)
+        and output.get("shape") == outputs[0]["shape"], path,
+        f"`output.outputs` must list 1 to {MAX_OUTPUTS} outputs, each a name and a shape [batch or null, ...] "
+        "(`output.shape` the first's)")
     files = _section(manifest, "files", path)
     for rel, meta in files.items():
         _require(isinstance(meta, dict) and _is_int(meta.get("size")) and meta["size"] >= 0
@@ -158,10 +170,28 @@ def validate_manifest(manifest, path: Path) -> None:
     _require(reference is None or isinstance(reference, dict), path, "`reference` must be an object")
 
 
-def input_section(batch: int | None, size: int, mean, std, scale: float = 1 / 255) -> dict:
-    """The manifest's `input` section: `x`, float32 RGB NCHW, normalised as x = (rgb * scale - mean) / std."""
-    return {"name": "x", "shape": [batch, 3, size, size], "dtype": "float32", "layout": "NCHW", "color": "RGB",
-            "scale": scale, "mean": list(mean), "std": list(std), "dynamic_batch": batch is None}
+def input_section(batch: int | None, sizes: list[tuple[int, int]], mean, std, scale: float = 1 / 255,
+                  dynamic_size: bool = False) -> dict:
+    """The manifest's `input` section: `x`, float32 RGB NCHW, normalised as x = (rgb * scale - mean) / std,
+    checked at each of `sizes` ((height, width) pairs); its shape fixes the one size, or leaves height
+    and width dynamic (`dynamic_size`, or several sizes)."""
+    sizes = [[int(height), int(width)] for height, width in sizes]
+    dynamic = dynamic_size or len(sizes) > 1
+    return {"name": "x", "shape": [batch, 3, *([None, None] if dynamic else sizes[0])], "dtype": "float32",
+            "layout": "NCHW", "color": "RGB", "scale": scale, "mean": list(mean), "std": list(std),
+            "dynamic_batch": batch is None, "sizes": sizes}
+
+
+def output_names(shapes: list[list]) -> list[str]:
+    """The names cnnexport gives a model's outputs (the ONNX file's, the manifest's): a classifier's
+    one [N, classes] output is `logits`; any other model's are `output_0`, `output_1`, ..."""
+    if len(shapes) == 1 and len(shapes[0]) == 2:
+        return ["logits"]
+    return [f"output_{i}" for i in range(len(shapes))]
+
+
+def _is_side(value) -> bool:
+    return _is_int(value) and 1 <= value <= 4096
 
 
 @dataclass
@@ -240,8 +270,27 @@ class Manifest:
         return self.model["fused"]
 
     @property
-    def img_size(self) -> int:
-        return self.input["shape"][-1]
+    def sizes(self) -> list[tuple[int, int]]:
+        """The (height, width) sizes the artifact is checked at: its fixed one, or those its dynamic
+        height and width were checked at."""
+        from .images import input_sizes
+        return input_sizes(self.input)
+
+    @property
+    def img_size(self) -> int | tuple[int, int]:
+        """The first size checked: its side where it is square, else (height, width)."""
+        height, width = self.sizes[0]
+        return height if height == width else (height, width)
+
+    @property
+    def outputs(self) -> list[dict]:
+        """Each output's name and shape, in the model's order."""
+        return self.output.get("outputs") or [{"name": "logits", "shape": self.output["shape"]}]
+
+    @property
+    def classifier(self) -> bool:
+        """One [N, classes] output: an image classifier, whose top-1 accuracy can be measured."""
+        return len(self.outputs) == 1 and len(self.outputs[0]["shape"]) == 2
 
     @property
     def num_classes(self) -> int:

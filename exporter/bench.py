@@ -14,7 +14,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BenchPlan:
-    img_size: int
+    img_size: int | tuple[int, int]   # the first size the artifact is checked at: a side, or (height, width)
     batch_sizes: tuple[int, ...] = (1, 8)
     warmup: int = 3
     iters: int = 20

@@ -108,7 +108,8 @@ def _three_numbers(ctx, param, value):
               help="Export every registered model, or a comma-separated list of names.")
 @click.option("--weights", type=click.Path(dir_okay=False), help=".pdparams or .safetensors with the notebook's keys.")
 @click.option("--num-classes", type=int, help="Classifier size (default: the zoo's, 10).")
-@click.option("--img-size", type=int, help="Input side in pixels (default: the model's).")
+@click.option("--img-size", help="Input size: a side in pixels (default: the model's), HxW, or several to check a "
+                                 "model of dynamic height and width at, e.g. 320,640x480.")
 @click.option("--seed-compat", is_flag=True, help="Reproduce the seed notebook's quirks (see README).")
 @click.option("--fuse", is_flag=True, help="Apply every exact rewrite first (BN folding, VanillaNet deploy form, ...).")
 @click.option("--onnx", "to_onnx", is_flag=True, help="Also write inference.onnx (paddle2onnx).")

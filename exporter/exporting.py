@@ -13,9 +13,10 @@ import json
 import os
 import pickle
 import platform
+import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
@@ -26,11 +27,11 @@ import numpy as np
 from . import int8 as int8_variant
 from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
-                       artifact_name, check_replaceable, describe_files, input_section, sha256, staged_directory,
-                       writable_directory)
+                       artifact_name, check_replaceable, describe_files, input_section, output_names, sha256,
+                       staged_directory, writable_directory)
 from .compare import FP16
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
-from .images import photo_inputs, random_batch, sample_photos
+from .images import photo_inputs, random_batch, sample_photos, size_name, sized_inputs
 from .plan import smoke_plan
 from .run import judge_row, run_row
 from .runtimes import paddle_model_files
@@ -51,7 +52,7 @@ class ExportOptions:
     model: str | Any  # a zoo name, module:callable, an inference directory, or a paddle.nn.Layer object
     weights: str | None = None
     num_classes: int | None = None
-    img_size: int | None = None
+    img_size: int | str | Sequence | None = None  # a side, "320,640x480", or a sequence of sides and (H, W) pairs
     seed_compat: bool = False
     fuse: bool = False
     onnx: bool = False
@@ -84,6 +85,11 @@ class ExportOptions:
         return not self.in_memory and not self.external and ("/" in self.model or Path(self.model).exists())
 
     @property
+    def sizes(self) -> list[tuple[int, int]] | None:
+        """--img-size's (height, width) sizes; None where it is not given."""
+        return parse_sizes(self.img_size)
+
+    @property
     def name(self) -> str:
         """The model's name in the manifest and the step lines: a Layer object's is its class's."""
         return type(self.model).__name__ if self.in_memory else self.model
@@ -98,13 +104,48 @@ class ExportOptions:
         return Path(self.artifacts_root) / artifact_name(stem, self.fuse)
 
 
+MAX_SIZES = 8  # sizes a dynamic-size model is checked at: each one is a set of parity batches in every runtime
+
+
+def parse_sizes(value: int | str | Sequence | None) -> list[tuple[int, int]] | None:
+    """--img-size as (height, width) sizes: a side (`64`), a height and width (`96x64`), or several of
+    them separated by commas (`320,640x480`); through the API also a sequence of sides and pairs."""
+    from .models.registry import MAX_INPUT_SIZE
+
+    if value is None:
+        return None
+    items = str(value).replace(" ", "").split(",") if isinstance(value, (int, str)) else list(value)
+    sizes = [_size(item) for item in items]
+    for item, size in zip(items, sizes):
+        if size is None:
+            raise BadInput(f"--img-size {value!s:.60}: {item!s:.30} is not a size; give a side (64), a height x width "
+                           "(96x64), or several separated by commas (320,640x480)")
+        for side in size:
+            _check_range("--img-size", side, 1, MAX_INPUT_SIZE)
+    if not 1 <= len(sizes) <= MAX_SIZES or len(set(sizes)) != len(sizes):
+        raise BadInput(f"--img-size {value!s:.60}: give 1 to {MAX_SIZES} different sizes")
+    return sizes
+
+
+def _size(item) -> tuple[int, int] | None:
+    """One size: a side, "HxW" (or "S"), or a (height, width) pair; None where it is none of them."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item, item
+    parts = item.split("x") if isinstance(item, str) else list(item) if isinstance(item, (tuple, list)) else []
+    parts = parts * 2 if len(parts) == 1 else parts
+    dims = [d if isinstance(d, int) and not isinstance(d, bool) else int(d) if isinstance(d, str) and d.isdigit()
+            else None for d in parts]
+    return (dims[0], dims[1]) if len(dims) == 2 and None not in dims else None
+
+
 def validate(opts: ExportOptions) -> None:
     """Reject bad input before any work: one clear reason each."""
     from . import models
-    from .models.registry import MAX_CLASSES, MAX_INPUT_SIZE
+    from .models.registry import MAX_CLASSES
 
     if opts.out is not None and not str(opts.out).strip():
         raise BadInput("--out is empty: give the artifact's directory, or leave --out out for artifacts/<model>")
+    sizes = opts.sizes  # a malformed --img-size is refused whatever the model
     if opts.in_memory:
         _validate_layer(opts)
     elif opts.imported:
@@ -121,7 +162,8 @@ def validate(opts: ExportOptions) -> None:
         if opts.model_kwargs is not None or opts.mean or opts.std:
             raise BadInput("--model-kwargs, --mean and --std are for module:callable models; the zoo's models take "
                            "--num-classes and --img-size")
-    _check_range("--img-size", opts.img_size, 1, MAX_INPUT_SIZE)
+        if sizes and (len(sizes) > 1 or sizes[0][0] != sizes[0][1]):
+            raise BadInput(f"--img-size {opts.img_size}: the zoo's models take one square size (a side, e.g. 64)")
     _check_range("--num-classes", opts.num_classes, 1, MAX_CLASSES)
     _check_range("--static-batch", opts.static_batch, 1, MAX_STATIC_BATCH)
     if opts.onnx and not MIN_OPSET <= opts.opset <= MAX_OPSET:
@@ -148,8 +190,7 @@ def validate(opts: ExportOptions) -> None:
     if opts.int8:
         int8_variant.calibration_images(opts.calib_data)  # unreadable calibration data: exit 2 before any work
     if opts.external:  # last: it runs the user's code (in a child), the slowest check
-        probe_callable(opts.model, dict(opts.model_kwargs or {}), [opts.static_batch or SMOKE_BATCH, 3,
-                                                                     opts.img_size, opts.img_size])
+        probe_callable(opts.model, dict(opts.model_kwargs or {}), opts.static_batch or SMOKE_BATCH, sizes)
 
 
 def _validate_layer(opts: ExportOptions) -> None:
@@ -213,10 +254,15 @@ def _check_range(option: str, value: int | None, low: int, high: int) -> None:
         raise BadInput(f"{option} must be between {low} and {high}, not {value}")
 
 
-def class_names(opts: ExportOptions, num_classes: int) -> tuple[list[str] | None, str]:
+def class_names(opts: ExportOptions, num_classes: int | None) -> tuple[list[str] | None, str]:
     """The class names for the deploy config, and where they came from: `--labels` (one per line,
     exactly one per class), or the training run the weights come from (its config.json names the
-    data set's classes), or none."""
+    data set's classes), or none. `num_classes` None: the model is no classifier, and has none."""
+    if num_classes is None:
+        if opts.labels:
+            raise BadInput(f"--labels names a classifier's classes for its top-k; {opts.name} is no classifier (it has "
+                           "other outputs than one [N, classes]): leave --labels out")
+        return None, "none (not a classifier)"
     if opts.labels:
         try:
             raw = Path(opts.labels).read_bytes()[:MAX_LABELS_BYTES + 1]
@@ -286,10 +332,13 @@ def build_model(name: str, kwargs: dict, weights: str | None, fused: bool = Fals
     return fuse(model, img_size)[0] if fused else model
 
 
-def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
-    """The model's [N, classes] float32 output on `batch`; a forward that fails or returns anything
-    else is bad input (a module:callable model may not take the size given, or may not be a classifier)."""
+def checked_outputs(model, batch: np.ndarray, name: str) -> list[np.ndarray]:
+    """The model's outputs on `batch`, float32 each: one tensor, or a tuple or list of them. A forward
+    that fails or returns anything else is bad input (a module:callable model may not take the size
+    given)."""
     import paddle
+
+    from .artifact import MAX_OUTPUTS
 
     try:
         with paddle.no_grad():
@@ -297,31 +346,70 @@ def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
     except Exception as err:
         raise BadInput(f"{name}: the forward pass fails on a {list(batch.shape)} input ({type(err).__name__}: "
                        f"{_error_line(str(err), 200)}): give the --img-size it takes") from None
-    if not isinstance(out, paddle.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
-        what = f"a tensor of shape {list(out.shape)}" if isinstance(out, paddle.Tensor) else f"a {type(out).__name__}"
-        raise BadInput(f"{name}: the forward pass returns {what}; cnnexport exports classifiers, whose output is one "
-                       "[N, classes] tensor")
-    logits_problem(out.numpy(), f"{name}: the forward pass returns", "make the forward return [N, classes] float32 "
-                   "logits (e.g. x.astype('float32'))")
-    return out.numpy()
+    tensors = list(out) if isinstance(out, (tuple, list)) else [out]
+    if not 1 <= len(tensors) <= MAX_OUTPUTS or not all(isinstance(t, paddle.Tensor) for t in tensors):
+        what = f"a {type(out).__name__}" + (f" of {len(tensors)}" if isinstance(out, (tuple, list)) else "")
+        raise BadInput(f"{name}: the forward pass returns {what}; cnnexport exports a model whose forward returns a "
+                       f"tensor, or a tuple or list of 1 to {MAX_OUTPUTS} tensors")
+    outputs = [t.numpy() for t in tensors]
+    for i, output in enumerate(outputs):
+        what = f"{name}: the forward pass returns" + (f" (output {i})" if len(outputs) > 1 else "")
+        outputs_problem(output, len(batch), what, "make the forward return float32 tensors [N, ...] (e.g. "
+                        "x.astype('float32'))", classifier=len(outputs) == 1)
+    return outputs
 
 
-def logits_problem(logits: np.ndarray, what: str, fix: str) -> None:
-    """Refuse [N, classes] outputs that no classifier artifact can be: not float32 (every runtime row
-    and variant is judged on float32 logits, and an fp16 or int8 variant keeps float32 I/O), no
-    classes, or more than MAX_CLASSES."""
+def shape_probe(input_spec: dict) -> dict[str, np.ndarray]:
+    """For an input of dynamic height and width, one more input at twice the first size checked: an
+    output axis that keeps its size there too is fixed (the sizes checked may all share a width)."""
+    if input_spec["shape"][2] is not None:
+        return {}
+    height, width = input_spec["sizes"][0]
+    return {"shape-probe": random_batch(input_spec["shape"][0] or 1, (2 * height, 2 * width), SMOKE_SEED)}
+
+
+def output_shapes(outputs: dict[str, list[np.ndarray]], static_batch: int | None, name: str) -> list[list]:
+    """The shape of each output, as the manifest and the ONNX file declare it, from the model's outputs
+    on every parity input (and the `shape_probe`): the batch axis static or None, each other axis its
+    size where that is the same on every input, else None (it follows the input's size). A model that
+    gives a different number of outputs, or of another rank, on another input is bad input."""
+    shapes = [[list(out.shape) for out in outs] for outs in outputs.values()]
+    first = shapes[0]
+    for key, these in zip(outputs, shapes):
+        if [len(s) for s in these] != [len(s) for s in first]:
+            raise BadInput(f"{name} gives outputs of shapes {these} on the {key} input but {first} on another: "
+                           "cnnexport exports models whose outputs keep their number and rank")
+    return [[static_batch, *(dims[0] if len(set(dims)) == 1 else None for dims in zip(*(s[i][1:] for s in shapes)))]
+            for i in range(len(first))]
+
+
+def outputs_problem(output: np.ndarray, batch: int, what: str, fix: str, classifier: bool) -> None:
+    """Refuse an output that no artifact can be: not float32 (every runtime row and variant is judged
+    on float32 outputs, and an fp16 or int8 variant keeps float32 I/O), without the batch axis first,
+    empty, or of a rank over MAX_OUTPUT_RANK; a model's only output of shape [N, classes] is a
+    classifier's logits, of 1 to MAX_CLASSES classes."""
+    from .artifact import MAX_OUTPUT_RANK
     from .models.registry import MAX_CLASSES
 
-    if logits.dtype != np.float32:
-        raise BadInput(f"{what} {logits.dtype} values, not float32 logits: {fix}")
-    if not 1 <= logits.shape[1] <= MAX_CLASSES:
-        raise BadInput(f"{what} {logits.shape[1]:,} classes per image; a classifier has 1 to {MAX_CLASSES:,}: {fix}")
+    if output.dtype != np.float32:
+        kind = "logits" if classifier and output.ndim == 2 else "outputs"
+        raise BadInput(f"{what} {output.dtype} values, not float32 {kind}: {fix}")
+    if not 1 <= output.ndim <= MAX_OUTPUT_RANK or output.shape[0] != batch:
+        raise BadInput(f"{what} a tensor of shape {list(output.shape)} for a batch of {batch}: cnnexport exports outputs "
+                       f"[N, ...] of rank 1 to {MAX_OUTPUT_RANK}, the batch axis first")
+    if classifier and output.ndim == 2 and not 1 <= output.shape[1] <= MAX_CLASSES:
+        raise BadInput(f"{what} {output.shape[1]:,} classes per image; a classifier has 1 to {MAX_CLASSES:,}: {fix}")
+    if output.size == 0:
+        raise BadInput(f"{what} an empty tensor of shape {list(output.shape)}: {fix}")
 
 
-def _probe(spec: str, kwargs: dict, shape: list) -> str | None:
-    """In a child: import, build and run `spec` once; the BadInput line for what is wrong with it, or None."""
+def _probe(spec: str, kwargs: dict, batch: int, sizes: list) -> str | None:
+    """In a child: import, build and run `spec` once per size; the BadInput line for what is wrong
+    with it, or None."""
     try:
-        checked_logits(build_model(spec, kwargs, None), random_batch(shape[0], shape[-1], SMOKE_SEED), spec)
+        model = build_model(spec, kwargs, None)
+        output_shapes({size_name(size): checked_outputs(model, random_batch(batch, size, SMOKE_SEED), spec)
+                       for size in sizes}, batch, spec)
     except BadInput as err:
         return str(err)
     except SystemExit as err:
@@ -329,11 +417,11 @@ def _probe(spec: str, kwargs: dict, shape: list) -> str | None:
     return None
 
 
-def probe_callable(spec: str, kwargs: dict, shape: list) -> None:
+def probe_callable(spec: str, kwargs: dict, batch: int, sizes: list) -> None:
     """Check a module:callable model by importing, building and running it in a child process first:
     its code may end the process (os._exit), crash it or print, none of which may reach ours."""
     try:
-        problem = isolate.call_isolated(_probe, spec, kwargs, shape, what=spec)
+        problem = isolate.call_isolated(_probe, spec, kwargs, batch, sizes, what=spec)
     except isolate.ChildCrashed as err:
         how = f"crashed the process ({err.signal})" if err.signal else f"ended the process (exit status {err.exitcode})"
         raise ModelExited(spec, how) from None
@@ -399,8 +487,10 @@ def add_legacy_program(deploy_model: Callable, stage: Path, input_shape: list) -
 
 def _last_error_line(text: str) -> str | None:
     """The last line of a child's error or log that names an error: Paddle's dy2static errors open
-    with "In transformed code:" and end with the exception; converters log theirs last."""
-    return next((line.strip() for line in reversed(text.splitlines()) if "rror" in line), None)
+    with "In transformed code:" and end with the exception; converters log theirs last (paddle2onnx
+    as "[ERROR] Failed to convert ...", in colour)."""
+    lines = (re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in reversed(text.splitlines()))
+    return next((line for line in lines if "error" in line.lower()), None)
 
 
 def _error_line(text: str, limit: int = 240) -> str:
@@ -409,30 +499,35 @@ def _error_line(text: str, limit: int = 240) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-def inference_yml(input_spec: dict, num_classes: int, labels: list[str] | None, model: str) -> str:
+def inference_yml(input_spec: dict, shapes: list[list], labels: list[str] | None, model: str) -> str:
     """The deploy config in the schema PaddleClas (deploy/python/preprocess.py, postprocess.py) and
     PaddleX (image_classification processors) read, computing exactly what verify checks: a PIL
-    bilinear resize to S x S, x * scale - mean over std on HWC, CHW, top-k with the class names."""
+    bilinear resize to the (first) size checked, x * scale - mean over std on HWC, CHW; for a
+    classifier, top-k with the class names (a model of other outputs has no post-processing here)."""
     import yaml
 
-    size = input_spec["shape"][-1]
-    topk = {"topk": min(TOPK, num_classes), **({"label_list": labels} if labels else {})}
+    height, width = input_spec["sizes"][0]
+    classes = classifier_classes(shapes)
     config = {
         "PreProcess": {"transform_ops": [
-            {"ResizeImage": {"size": [size, size], "backend": "pil", "interpolation": "bilinear"}},
+            # PaddleClas's ResizeImage takes [width, height]
+            {"ResizeImage": {"size": [width, height], "backend": "pil", "interpolation": "bilinear"}},
             {"NormalizeImage": {"scale": input_spec["scale"], "mean": input_spec["mean"], "std": input_spec["std"],
                                 "order": "", "channel_num": 3}},
             {"ToCHWImage": None},
         ]},
-        "PostProcess": {"Topk": topk},
+        **({"PostProcess": {"Topk": {"topk": min(TOPK, classes), **({"label_list": labels} if labels else {})}}}
+           if classes else {}),
         # Not read by PaddleClas or PaddleX (a Global.model_name would have to be one of PaddleX's own).
-        "cnnexport": {"model": model, "input": {k: input_spec[k] for k in ("name", "shape", "layout", "color")}},
+        "cnnexport": {"model": model, "input": {k: input_spec[k] for k in ("name", "shape", "layout", "color", "sizes")},
+                      "outputs": [{"name": name, "shape": shape} for name, shape in zip(output_names(shapes), shapes)]},
     }
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict) -> dict:
-    """paddle2onnx, then `onnx_tools.finalize`. Runs in a child: the converter can abort its process."""
+def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict, outputs: list[str]) -> dict:
+    """paddle2onnx, then `onnx_tools.finalize` (naming the outputs `outputs`). Runs in a child: the
+    converter can abort its process."""
     import onnx
     import paddle2onnx
 
@@ -445,20 +540,20 @@ def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metada
         raw = None
     if not isinstance(raw, bytes):
         raise RuntimeError("paddle2onnx produced no model")
-    model = onnx_tools.finalize(onnx.load_from_string(raw), metadata)
+    model = onnx_tools.finalize(onnx.load_from_string(raw), metadata, outputs)
     onnx.save(model, out_path)
     return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path)}
 
 
-def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: np.ndarray) -> dict:
+def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: list[np.ndarray]) -> dict:
     """The fp16 variant of the ONNX model, as `onnx_tools.to_fp16` makes it. Runs in a child."""
     import onnx
 
     from . import onnx_tools
 
     half, info = onnx_tools.to_fp16(onnx.load(onnx_path), photos, expected, FP16.top1_agreement)
-    half.metadata_props.add(key="precision", value=f"{info['precision']}: fp16 weights and compute where top-1 "
-                                                   "agreement allows, fp32 input and output")
+    half.metadata_props.add(key="precision", value=f"{info['precision']}: fp16 weights and compute where argmax "
+                                                   "agreement allows, fp32 input and outputs")
     onnx.save(half, fp16_path)
     return {**info, "size": os.path.getsize(fp16_path)}
 
@@ -484,35 +579,39 @@ def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: 
     judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
     and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
+    smoke = tuple(k for k in inputs if k.startswith("smoke"))
     records, names = [], {}
-    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, photos, paddle).items():
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, smoke, photos, paddle).items():
         outcome = run_row(row, inputs, None)
         result = judge_row(row, outcome, expected)
         if not result.passed:
             raise ExportFailed(f"smoke parity against the {'eager model' if paddle else 'Paddle program'} failed: "
                                f"{result.runtime}: "
                                + "; ".join(result.failures))
-        names[fmt] = {"input": outcome.names[0][0], "output": outcome.names[1][0]}
+        names[fmt] = io_names(outcome)
         records.append({"runtime": result.runtime, "inputs": list(result.batches), **result.worst,
                         **({"config": result.config, "failed_configs": result.failed_configs} if result.config else {})})
     return records, names
 
 
-def onnx_metadata(opts: ExportOptions, prepared: Prepared, num_classes: int) -> dict[str, str]:
+def onnx_metadata(opts: ExportOptions, prepared: Prepared, outputs: list[dict]) -> dict[str, str]:
     """What the ONNX file says about itself (metadata_props), for whoever deploys it."""
     spec, model = prepared.input_spec, prepared.model
-    size = spec["shape"][-1]
+    height, width = ("height", "width") if spec["shape"][2] is None else spec["shape"][2:]
+    classes = classifier_classes([o["shape"] for o in outputs])
     return {"model": model["name"], "family": model["family"], "fused": str(model["fused"]).lower(),
-            "input": f"x float32 NCHW [{opts.static_batch or 'batch'},3,{size},{size}]",
-            "input_size": str(size), "num_classes": str(num_classes),
+            "input": f"x float32 NCHW [{opts.static_batch or 'batch'},3,{height},{width}]",
+            "input_size": ",".join(size_name(size) for size in spec["sizes"]),
+            **({"num_classes": str(classes)} if classes else {}),
+            "outputs": "; ".join(f"{o['name']} {_shape_text(o['shape'])}" for o in outputs),
             "normalisation": f"x = (rgb/255 - mean) / std; mean={spec['mean']} std={spec['std']}",
             **{f"kwargs.{k}": json.dumps(v) for k, v in model["kwargs"].items()},
             "weights_sha256": prepared.weights["sha256"] or "none (fresh init)",
             **{f"version.{k}": v for k, v in versions().items()}}
 
 
-def model_description(opts: ExportOptions) -> tuple[str, dict, int, tuple, tuple]:
-    """(family, the keyword arguments the model is built with, input side, mean, std): the zoo's
+def model_description(opts: ExportOptions) -> tuple[str, dict, list[tuple[int, int]], tuple, tuple]:
+    """(family, the keyword arguments the model is built with, input sizes, mean, std): the zoo's
     registry data, or for a module:callable model (or a Layer object, built with none) the user's
     --model-kwargs, --img-size, --mean and --std (ImageNet's normalisation by default, as
     paddle.vision.models and PaddleClas use)."""
@@ -520,13 +619,13 @@ def model_description(opts: ExportOptions) -> tuple[str, dict, int, tuple, tuple
     from .models.registry import IMAGENET_MEAN, IMAGENET_STD
 
     if opts.external or opts.in_memory:
-        return (EXTERNAL_FAMILY, dict(opts.model_kwargs or {}), opts.img_size, opts.mean or IMAGENET_MEAN,
+        return (EXTERNAL_FAMILY, dict(opts.model_kwargs or {}), opts.sizes, opts.mean or IMAGENET_MEAN,
                 opts.std or IMAGENET_STD)
     info = models.model_info(opts.model)
     kwargs = {"num_classes": info.num_classes if opts.num_classes is None else opts.num_classes,
-              "img_size": info.input_size if opts.img_size is None else opts.img_size,
+              "img_size": info.input_size if opts.sizes is None else opts.sizes[0][0],
               "seed_compat": opts.seed_compat}
-    return info.family, kwargs, kwargs["img_size"], info.mean, info.std
+    return info.family, kwargs, [(kwargs["img_size"], kwargs["img_size"])], info.mean, info.std
 
 
 @dataclass
@@ -543,7 +642,8 @@ class Prepared:
     write_programs: Callable[[Path], tuple[dict[str, str], str | None]]
     # the deploy config's text for the staging directory, and where its class names come from
     deploy_config: Callable[[int], tuple[str, str]]
-    expected: dict[str, np.ndarray] | None = None   # None: Paddle Inference on the written programs is the reference
+    expected: dict[str, list[np.ndarray]] | None = None  # None: Paddle Inference on the written programs is the reference
+    shapes: list[list] | None = None    # the outputs' shapes (`output_shapes`); None: from the reference
     labels: list[str] | None = None
     rewrite: dict | None = None
 
@@ -571,16 +671,17 @@ def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
     found = describe_import(opts)
     config, spec, name = found["config"], found["input_spec"], found["model"]["name"]
     check_normalisation(spec["mean"], spec["std"], spec["scale"],
-                        f"{opts.model}'s inference.yml NormalizeImage" if config else "--mean/--std")
+                        f"{opts.model}'s {config['file']} NormalizeImage" if config else "--mean/--std")
 
-    def deploy_config(num_classes: int) -> tuple[str, str]:
-        labels = config.get("labels")
-        if labels is not None and len(labels) != num_classes:  # its top-k would name the wrong classes, or none
+    def deploy_config(shapes: list[list]) -> tuple[str, str]:
+        labels, classes = config.get("labels"), classifier_classes(shapes)
+        if labels is not None and len(labels) != classes:  # its top-k would name the wrong classes, or none
             raise BadInput(f"{opts.model}'s inference.yml names {len(labels)} classes (PostProcess.Topk.label_list), "
-                           f"the program outputs {num_classes}: fix its label_list")
-        if config:
+                           f"the program outputs {classes if classes else 'no classifier logits'}: fix its label_list")
+        if "text" in config:
             return config["text"], f"{opts.model}'s own inference.yml (copied as it is)"
-        return inference_yml(spec, num_classes, None, name), "none (the directory has no deploy config)"
+        made_from = f"the preprocessing of its {config['file']}" if config else "the directory has no deploy config"
+        return inference_yml(spec, shapes, None, name), f"none ({made_from})"
 
     return Prepared(model=found["model"], weights=found["weights"], input_spec=spec, inputs=parity_batches(spec),
                     write_programs=lambda stage: steps.run(
@@ -617,16 +718,17 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
     from .models.weights import state_dict_sha256
     from .rewrite import FuseError, fuse as fuse_model
 
-    family, kwargs, size, mean, std = model_description(opts)
-    batch_dim = opts.static_batch
-    input_spec = input_section(batch_dim, size, mean, std)
+    family, kwargs, sizes, mean, std = model_description(opts)
+    batch_dim, size = opts.static_batch, sizes[0] if sizes[0][0] != sizes[0][1] else sizes[0][0]
+    input_spec = input_section(batch_dim, sizes, mean, std)
     model = steps.run("build", *((own_copy, opts.model) if opts.in_memory else
                                  (build_model, opts.model, kwargs, opts.weights)),
                       detail=lambda m: f"{opts.name} ({_params(m):,} params, {_weights_detail(opts)})")
     inputs = parity_batches(input_spec)
-    expected = {k: checked_logits(model, v, opts.name) for k, v in inputs.items()}
-    num_classes = expected["smoke"].shape[1]
-    labels, labels_from = class_names(opts, num_classes)
+    expected = {k: checked_outputs(model, v, opts.name) for k, v in inputs.items()}
+    probed = {k: checked_outputs(model, v, opts.name) for k, v in shape_probe(input_spec).items()}
+    shapes = output_shapes({**expected, **probed}, batch_dim, opts.name)
+    labels, labels_from = class_names(opts, classifier_classes(shapes))
     deploy_model, summary = model, None
     if opts.fuse:
         try:
@@ -635,7 +737,7 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
             raise ExportFailed(f"--fuse: {err}") from None
         for line in summary.lines()[1:]:
             report(f"{'':<22}{line}")
-    broken = [k for k, v in expected.items() if not np.isfinite(v).all()]
+    broken = [k for k, outs in expected.items() if not all(np.isfinite(v).all() for v in outs)]
     if broken:  # every runtime would be judged against NaN: say where the fault is
         raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
                            "weights: check the weights (or the input size) before exporting")
@@ -660,14 +762,21 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
     return Prepared(
         model={"name": opts.name, "family": family, "kwargs": kwargs, "fused": opts.fuse, **described},
         weights=weights, input_spec=input_spec, inputs=inputs, write_programs=write_programs,
-        deploy_config=lambda classes: (inference_yml(input_spec, classes, labels, opts.name), labels_from),
-        expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None)
+        deploy_config=lambda shapes: (inference_yml(input_spec, shapes, labels, opts.name), labels_from),
+        expected=expected, shapes=shapes, labels=labels, rewrite=summary.to_dict() if summary else None)
 
 
 def parity_batches(input_spec: dict) -> dict[str, np.ndarray]:
-    """The export's check inputs: a seeded random batch and the photographs, at the artifact's shape."""
-    batch_dim, size = input_spec["shape"][0], input_spec["shape"][-1]
-    return {"smoke": random_batch(batch_dim or SMOKE_BATCH, size, SMOKE_SEED), **photo_inputs(sample_photos(), input_spec)}
+    """The export's check inputs: a seeded random batch and the photographs, at each size the artifact
+    is checked at."""
+    batch = input_spec["shape"][0] or SMOKE_BATCH
+    return {**sized_inputs(input_spec, lambda size: {"smoke": random_batch(batch, size, SMOKE_SEED)}),
+            **photo_inputs(sample_photos(), input_spec)}
+
+
+def classifier_classes(shapes: list[list]) -> int | None:
+    """The number of classes of a classifier (one output, [N, classes]); None for any other model."""
+    return shapes[0][1] if len(shapes) == 1 and len(shapes[0]) == 2 else None
 
 
 def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, report: Callable[[str], None]) -> Manifest:
@@ -679,20 +788,22 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
     target = opts.target()
     with staged_directory(target, on_wait=report) as stage:
         names, no_legacy = prepared.write_programs(stage)
-        expected, reference_names = prepared.expected, None
+        expected, shapes, reference_names = prepared.expected, prepared.shapes, None
         if expected is None:
-            expected, reference_names = steps.run("reference", paddle_reference, stage, inputs,
-                                                  detail=lambda r: "Paddle Inference on the imported program")
-        num_classes = next(iter(expected.values())).shape[1]
-        text, labels_from = prepared.deploy_config(num_classes)
+            expected, shapes, reference_names = steps.run("reference", paddle_reference, stage, inputs, input_spec,
+                                                          detail=lambda r: "Paddle Inference on the imported program")
+        outputs = [{"name": name, "shape": shape} for name, shape in zip(output_names(shapes), shapes)]
+        text, labels_from = prepared.deploy_config(shapes)
         (stage / DEPLOY_CONFIG).write_text(text)
         report(f"{'deploy-config':<22}{DEPLOY_CONFIG} (class names: {labels_from})")
+        if len(outputs) > 1 or classifier_classes(shapes) is None:
+            report(f"{'outputs':<22}" + ", ".join(f"{o['name']} {_shape_text(o['shape'])}" for o in outputs))
         onnx_info = None
         if opts.onnx:
             program, params = paddle_model_files(stage)
             onnx_info = steps.run(
                 "onnx", _in_child, convert_to_onnx, str(program), str(params), str(stage / ONNX_FILE), opts.opset,
-                onnx_metadata(opts, prepared, num_classes), what="paddle2onnx",
+                onnx_metadata(opts, prepared, outputs), [o["name"] for o in outputs], what="paddle2onnx",
                 detail=lambda i: f"{ONNX_FILE} (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
                                  f"{i['size'] / 2**20:.1f} MiB)")
         if opts.fp16:
@@ -724,33 +835,53 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
             formats["onnx-int8"] = {"file": INT8_FILE, **io_names["onnx-int8"]}
         manifest = Manifest(
             model=prepared.model, weights=prepared.weights, input=input_spec,
-            output={"shape": [batch_dim, num_classes], "labels": prepared.labels},
+            output={"shape": shapes[0], "labels": prepared.labels, "outputs": outputs},
             rewrite=prepared.rewrite, paddle_param_names=names, formats=formats,
             onnx=onnx_info, smoke_parity=parity, versions=versions(), timings=steps.timings,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), files=describe_files(stage))
         manifest.write(stage)
-    report(f"{'written':<14}{'':8}{target}/ ({'dynamic batch' if batch_dim is None else f'static batch {batch_dim}'})")
+    sizes = ", ".join(size_name(size) for size in input_spec["sizes"])
+    report(f"{'written':<14}{'':8}{target}/ ({'dynamic batch' if batch_dim is None else f'static batch {batch_dim}'}, "
+           f"{'dynamic size, checked at ' if input_spec['shape'][2] is None else 'size '}{sizes})")
+    if input_spec["shape"][2] is None and len(input_spec["sizes"]) == 1:
+        report(f"{'':<22}its height and width are dynamic: give --img-size two or more sizes (e.g. {sizes},"
+               f"{2 * input_spec['sizes'][0][0]}x{input_spec['sizes'][0][1]}) to check it at others")
     return manifest
 
 
-def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _shape_text(shape: list) -> str:
+    return "[" + ", ".join("N" if i == 0 and d is None else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
+
+
+def paddle_reference(stage: Path, inputs: dict, input_spec: dict) -> tuple[dict[str, list[np.ndarray]], list[list], dict]:
     """Paddle Inference's outputs on the programs in `stage` (an imported model has no eager one),
-    with its input and output names; run as verify runs it, in a child."""
+    their shapes (`output_shapes`) and its input and output names; run as verify runs it, in a child."""
     from .compare import CPU_FP32
     from .plan import paddle_row
 
+    inputs = {**inputs, **shape_probe(input_spec)}
     outcome = run_row(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs, None)
     if outcome.ran is None:
         raise BadInput("Paddle Inference cannot run the imported program ("
                        + "; ".join(f"{f.get('config')}: {_error_line(f['error'], 160)}" for f in outcome.failed)
                        + "): check that the directory holds a complete Paddle inference model")
-    bad = [k for k, v in outcome.outputs.items() if v.ndim != 2 or not np.isfinite(v).all()]
-    if bad:
-        raise BadInput(f"the imported program's output on the {bad[0]} input is not finite [N, classes] logits "
-                       f"(shape {list(outcome.outputs[bad[0]].shape)}): cnnexport imports image classifiers")
-    for logits in outcome.outputs.values():
-        logits_problem(logits, "the imported program returns", "cnnexport imports image classifiers with float32 logits")
-    return outcome.outputs, {"input": outcome.names[0][0], "output": outcome.names[1][0]}
+    for name, outputs in outcome.outputs.items():
+        for i, output in enumerate(outputs):
+            what = "the imported program returns" + (f" (output {i})" if len(outputs) > 1 else "")
+            outputs_problem(output, len(inputs[name]), what, "cnnexport imports models with float32 outputs (a "
+                            "PaddleSeg model exported with --output_op argmax returns labels: export it with "
+                            "--output_op none)", classifier=len(outputs) == 1)
+            if not np.isfinite(output).all():
+                raise BadInput(f"{what} NaN or Inf on the {name} input: check its parameters "
+                               f"({PADDLE_PARAMS}) and the input size")
+    shapes = output_shapes(outcome.outputs, input_spec["shape"][0], "the imported program")
+    outcome.outputs.pop("shape-probe", None)
+    return outcome.outputs, shapes, io_names(outcome)
+
+
+def io_names(outcome) -> dict:
+    """A format's input and output names as its runtime saw them (`output`: the first output's)."""
+    return {"input": outcome.names[0][0], "output": outcome.names[1][0], "outputs": list(outcome.names[1])}
 
 
 def _params(model) -> int:

@@ -25,9 +25,20 @@ MAX_IMAGES = 256
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
-def random_batch(n: int, size: int, seed: int | np.random.Generator) -> np.ndarray:
-    """Standard-normal images [n, 3, size, size] float32 from `seed` (or a generator, to draw on)."""
-    return np.random.default_rng(seed).standard_normal((n, 3, size, size), dtype=np.float32)
+def hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(height, width) of a size given as one side or as a pair."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def size_name(size: int | tuple[int, int]) -> str:
+    """How a size is written on the command line and in reports: `64` or `96x64` (height x width)."""
+    height, width = hw(size)
+    return str(height) if height == width else f"{height}x{width}"
+
+
+def random_batch(n: int, size: int | tuple[int, int], seed: int | np.random.Generator) -> np.ndarray:
+    """Standard-normal images [n, 3, H, W] float32 from `seed` (or a generator, to draw on)."""
+    return np.random.default_rng(seed).standard_normal((n, 3, *hw(size)), dtype=np.float32)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -110,16 +121,18 @@ def folder_photos(directory: str | Path) -> dict[str, np.ndarray]:
     return decode_files(paths)
 
 
-def preprocess(images: dict[str, np.ndarray], input_spec: dict) -> np.ndarray:
-    """HWC uint8 RGB -> [N, 3, S, S] float32: resize (bilinear), scale to [0, 1], normalise per channel."""
+def preprocess(images: dict[str, np.ndarray], input_spec: dict, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """HWC uint8 RGB -> [N, 3, H, W] float32 at `size` (by default the first size the input is checked
+    at): in the input's colour order, resized (bilinear), scaled to [0, 1], normalised per channel."""
     from PIL import Image
 
-    size = input_spec["shape"][-1]
+    height, width = hw(size or input_sizes(input_spec)[0])
     mean = np.asarray(input_spec["mean"], np.float32)[:, None, None]
     std = np.asarray(input_spec["std"], np.float32)[:, None, None]
     batch = []
     for image in images.values():
-        resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.float32)
+        image = image[:, :, ::-1] if input_spec.get("color") == "BGR" else image  # as PaddleOCR's cv2 decoding gives it
+        resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR), np.float32)
         batch.append((resized.transpose(2, 0, 1) * np.float32(input_spec["scale"]) - mean) / std)
     return np.stack(batch).astype(np.float32)
 
@@ -135,9 +148,28 @@ def in_batches(batch: np.ndarray, size: int | None) -> list[np.ndarray]:
     return out
 
 
+def input_sizes(input_spec: dict) -> list[tuple[int, int]]:
+    """The (height, width) sizes an artifact is checked at: its `sizes` (a program with dynamic H and W
+    is checked at several), or its fixed input size."""
+    return [hw(size) for size in input_spec.get("sizes") or [input_spec["shape"][2:]]]
+
+
+def sized_inputs(input_spec: dict, make) -> dict[str, np.ndarray]:
+    """`make(size)`'s batches (by name) at each size the artifact is checked at; names get `@HxW` when
+    there are several sizes."""
+    sizes = input_sizes(input_spec)
+    if len(sizes) == 1:
+        return make(sizes[0])
+    return {f"{name}@{height}x{width}": batch for height, width in sizes for name, batch in make((height, width)).items()}
+
+
 def photo_inputs(images: dict[str, np.ndarray], input_spec: dict) -> dict[str, np.ndarray]:
-    """The photographs as model inputs: one batch `photos`, or `photos-0`, `photos-1`, ... of the
-    model's static batch size."""
+    """The photographs as model inputs at each size: one batch `photos`, or `photos-0`, `photos-1`, ...
+    of the model's static batch size."""
     static = input_spec["shape"][0]
-    chunks = in_batches(preprocess(images, input_spec), static)
-    return {"photos": chunks[0]} if not static else {f"photos-{i}": chunk for i, chunk in enumerate(chunks)}
+
+    def at(size):
+        chunks = in_batches(preprocess(images, input_spec, size), static)
+        return {"photos": chunks[0]} if not static else {f"photos-{i}": chunk for i, chunk in enumerate(chunks)}
+
+    return sized_inputs(input_spec, at)

@@ -1,13 +1,16 @@
 """`cnnexport DIR`: import a model that is already a Paddle inference directory, as `paddle.jit.save`,
-PaddleClas's `export_model.py` and PaddleX write it (`NAME.json` or `NAME.pdmodel` beside
-`NAME.pdiparams`, and their `inference.yml` where there is one).
+PaddleClas's, PaddleOCR's and PaddleSeg's export tools and PaddleX write it (`NAME.json` or
+`NAME.pdmodel` beside `NAME.pdiparams`, and their deploy config where there is one). The model may
+have several outputs of any rank (a segmentation map, a text detector's probability map, logits and
+features), and its input a dynamic height and width.
 
 There is no eager model: the artifact holds the original program and parameters (renamed to the
 flat layout's `inference.*`), and Paddle Inference on them is the reference every other format is
-judged against. The deploy config is the directory's own `inference.yml` when it has one (its
-input size and normalisation are read from it), else one written from `--img-size`, `--mean` and
-`--std`; a program whose input fixes H and W (`InputSpec([None, 3, S, S])`) says the size itself,
-and any two of these that are given must agree. Every file is checked before use: the config is
+judged against. The input size and normalisation are read from the directory's deploy config:
+PaddleClas's, PaddleX's or PaddleOCR's `inference.yml` (kept as the artifact's), or PaddleSeg's
+`deploy.yaml`; else the artifact's `inference.yml` is written from `--img-size`, `--mean` and
+`--std`. A program whose input fixes H and W says the size itself, and any two of these that are
+given must agree; a program of dynamic H and W is checked at each `--img-size` given. Every file is checked before use: the config is
 YAML of the PaddleClas/PaddleX schema and a bounded size, the program is of a bounded size and
 first run by Paddle Inference in a child process, so a crafted file that crashes Paddle is a
 refusal, not our death.
@@ -19,8 +22,10 @@ from pathlib import Path
 
 from .artifact import LEGACY_PROGRAM, PADDLE_PARAMS, PADDLE_PROGRAM, input_section, sha256
 from .errors import BadInput
+from .images import size_name
 
 DEPLOY_CONFIG_NAME = "inference.yml"
+SEG_DEPLOY_CONFIG_NAME = "deploy.yaml"  # PaddleSeg's export writes it beside model.pdmodel/model.json
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_NODES = 100_000  # a PaddleClas inference.yml holds about 50; a 100,000-class label_list fits
 MAX_PROGRAM_BYTES = 64 << 20  # ResNet-50's program is 170 kB (JSON), 80 kB (protobuf); DenseNet-201's 0.7 MB
@@ -67,17 +72,9 @@ def _number(value, what: str, path: Path) -> float:
     return number
 
 
-def read_deploy_config(path: Path) -> dict:
-    """The input side and normalisation from a PaddleClas/PaddleX `inference.yml`: the crop (or the
-    resize) size, NormalizeImage's scale, mean and std; and the top-k's class names. Anything else
-    in it is theirs and kept as it is."""
+def _load_yaml(path: Path, bad) -> object:
+    """A deploy config's YAML, read safely: no links, a bounded size, no alias bomb, no Python tags."""
     import yaml
-
-    from .models.registry import MAX_INPUT_SIZE
-
-    def bad(what: str) -> BadInput:
-        return BadInput(f"{path} is not a PaddleClas/PaddleX deploy config ({what}): fix it, or remove it and give "
-                        "--img-size")
 
     if path.is_symlink() or path.stat().st_size > MAX_CONFIG_BYTES:
         raise bad(f"a symbolic link or larger than {MAX_CONFIG_BYTES >> 20} MiB")
@@ -88,11 +85,57 @@ def read_deploy_config(path: Path) -> dict:
             root = loader.get_single_node()
             if root is not None and _expanded_nodes(root) > MAX_CONFIG_NODES:
                 raise bad(f"more than {MAX_CONFIG_NODES:,} values once its aliases are expanded (an alias bomb?)")
-            config = loader.construct_document(root) if root is not None else None
+            return text, loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise bad(" ".join(str(err).split())[:200]) from None
+
+
+def _side_pair(value, order: str, bad) -> tuple[int, int] | None:
+    """(height, width) from a config's size: one side, or a pair in `order` ("wh": [width, height] as
+    PaddleClas's ResizeImage/CropImage and PaddleSeg's Resize take it; "chw": PaddleOCR's image_shape)."""
+    from .models.registry import MAX_INPUT_SIZE
+
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, list) and len(value) == len(order) and all(type(v) is int for v in value):
+        pair = (value[1], value[0]) if order == "wh" else (value[1], value[2])
+    else:
+        pair = None
+    if pair is None or not all(1 <= side <= MAX_INPUT_SIZE for side in pair):
+        raise bad(f"the crop or resize size {_short(value)} is not a side or {'[width, height]' if order == 'wh' else '[3, height, width]'} "
+                  f"of integers from 1 to {MAX_INPUT_SIZE}")
+    return pair
+
+
+def _normalisation(normalize: dict, path: Path, bad, default: dict) -> dict:
+    """scale, mean and std of a NormalizeImage (or PaddleSeg Normalize) operator, `default` where absent."""
+    out = {"scale": _number(normalize.get("scale", 1 / 255), "the normalisation's scale", path)}
+    for key in ("mean", "std"):
+        values = normalize.get(key, default.get(key))
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != 3:
+            raise bad(f"the normalisation's {key} is not three numbers")
+        out[key] = [_number(v, f"the normalisation's {key}", path) for v in values]
+    if any(s <= 0 for s in out.get("std", [1])) or out["scale"] <= 0:
+        raise bad("the normalisation's scale and std must be above 0")
+    return out
+
+
+def read_deploy_config(path: Path) -> dict:
+    """The input side and normalisation from a PaddleClas, PaddleX or PaddleOCR `inference.yml`: the
+    crop or resize size (or a text recogniser's image_shape; a text detector resizes to any size:
+    none), the decoded colour order, NormalizeImage's scale, mean and std; and the top-k's class
+    names. Anything else in it is theirs and kept as it is."""
+    def bad(what: str) -> BadInput:
+        return BadInput(f"{path} is not a PaddleClas/PaddleX deploy config ({what}): fix it, or remove it and "
+                        "give --img-size")
+
+    text, config = _load_yaml(path, bad)
     preprocess = config.get("PreProcess") if isinstance(config, dict) else None
     ops = preprocess.get("transform_ops") if isinstance(preprocess, dict) else None
     if not isinstance(ops, list) or not all(isinstance(op, dict) and len(op) == 1 for op in ops):
@@ -100,26 +143,34 @@ def read_deploy_config(path: Path) -> dict:
     ops = {name: args or {} for op in ops for name, args in op.items()}
     if not all(isinstance(args, dict) for args in ops.values()):
         raise bad("an operator's arguments are not a mapping")
-    size = ops.get("CropImage", {}).get("size") or ops.get("ResizeImage", {}).get("size")
-    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
-        size = size[0]
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_INPUT_SIZE):
-        raise bad(f"the crop or resize size {_short(size)} is not one integer from 1 to {MAX_INPUT_SIZE} "
-                  "(cnnexport takes square inputs, of the sizes its zoo takes)")
-    normalize = ops.get("NormalizeImage", {})
-    out = {"text": text, "size": size, "scale": _number(normalize.get("scale", 1 / 255), "NormalizeImage.scale", path)}
-    for key in ("mean", "std"):
-        if key in normalize:
-            values = normalize[key]
-            if not isinstance(values, list) or len(values) != 3:
-                raise bad(f"NormalizeImage.{key} is not three numbers")
-            out[key] = [_number(v, f"NormalizeImage.{key}", path) for v in values]
-    if any(s <= 0 for s in out.get("std", [1])) or out["scale"] <= 0:
-        raise bad("NormalizeImage's scale and std must be above 0")
+    size = (_side_pair(ops.get("CropImage", {}).get("size"), "wh", bad)
+            or _side_pair(ops.get("ResizeImage", {}).get("size"), "wh", bad)
+            or _side_pair(ops.get("RecResizeImg", {}).get("image_shape"), "chw", bad))
+    color = ops.get("DecodeImage", {}).get("img_mode", "RGB")
+    out = {"text": text, "size": size, "color": color if color in ("RGB", "BGR") else "RGB",
+           **_normalisation(ops.get("NormalizeImage", {}), path, bad, {})}
     post = config.get("PostProcess")
     labels = post.get("Topk", {}).get("label_list") if isinstance(post, dict) and isinstance(post.get("Topk"), dict) else None
     out["labels"] = labels if isinstance(labels, list) and all(isinstance(n, str) for n in labels) else None
     return out
+
+
+def read_seg_deploy_config(path: Path) -> dict:
+    """The input size and normalisation from a PaddleSeg `deploy.yaml` (`Deploy.transforms`: a Resize's
+    target_size [width, height], a Normalize's mean and std, 0.5 each by default, on 0..1 values)."""
+    def bad(what: str) -> BadInput:
+        return BadInput(f"{path} is not a PaddleSeg deploy config ({what}): fix it, or remove it and give --img-size")
+
+    _, config = _load_yaml(path, bad)
+    deploy = config.get("Deploy") if isinstance(config, dict) else None
+    transforms = deploy.get("transforms") if isinstance(deploy, dict) else None
+    if not isinstance(transforms, list) or not all(isinstance(t, dict) and isinstance(t.get("type"), str)
+                                                   for t in transforms):
+        raise bad("no Deploy.transforms list of operators with a type")
+    ops = {t["type"]: t for t in transforms}
+    normalize = ops.get("Normalize")
+    return {"size": _side_pair(ops.get("Resize", {}).get("target_size"), "wh", bad), "color": "RGB", "labels": None,
+            **_normalisation(normalize or {}, path, bad, {"mean": [0.5] * 3, "std": [0.5] * 3} if normalize else {})}
 
 
 def _expanded_nodes(root) -> int:
@@ -224,27 +275,30 @@ def program_input_size(program: Path) -> tuple[int, int] | None:
     return None if -1 in dims[2:] else (dims[2], dims[3])
 
 
-def _input_size(directory: Path, program: Path, config: dict, img_size: int | None) -> int:
-    """The input side: the deploy config's, the program's fixed one, or --img-size; any two given must agree."""
+def _input_sizes(directory: Path, program: Path, config: dict, sizes: list[tuple[int, int]] | None,
+                 given: str | None) -> tuple[list[tuple[int, int]], bool]:
+    """(the sizes to check, whether the program's H and W are dynamic): the program's fixed size, else
+    --img-size's sizes, else the deploy config's; any two given must agree (a dynamic program's
+    deploy size must be among the --img-size sizes)."""
     fixed = program_input_size(program)
-    if fixed and fixed[0] != fixed[1]:
-        raise BadInput(f"{program} fixes a non-square input, {fixed[0]}x{fixed[1]} (H x W): cnnexport exports square "
-                       "inputs; re-save the model with InputSpec([None, 3, S, S]) or with dynamic H, W")
-    side, size = fixed[0] if fixed else None, config.get("size")
-    if size is not None and side is not None and size != side:
-        raise BadInput(f"{directory / DEPLOY_CONFIG_NAME} says size {size} but {program} fixes the input at "
-                       f"{side}x{side}: make the deploy config's size {side}, or re-save the program")
-    if size is not None and img_size is not None and size != img_size:
-        raise BadInput(f"--img-size {img_size} contradicts {directory / DEPLOY_CONFIG_NAME} (size {size}): "
+    wanted = config.get("size")
+    where = directory / config.get("file", DEPLOY_CONFIG_NAME)
+    if wanted is not None and fixed is not None and wanted != fixed:
+        raise BadInput(f"{where} says size {size_name(wanted)} but {program} fixes the input at "
+                       f"{fixed[0]}x{fixed[1]}: make the deploy config's size {size_name(fixed)}, or re-save the program")
+    if wanted is not None and sizes is not None and wanted not in sizes:
+        raise BadInput(f"--img-size {given} contradicts {where} (size {size_name(wanted)}): leave --img-size out, "
+                       "or add that size to it")
+    if fixed is not None and sizes is not None and sizes != [fixed]:
+        raise BadInput(f"--img-size {given} contradicts {program}, whose input is fixed at {fixed[0]}x{fixed[1]}: "
                        "leave --img-size out")
-    if side is not None and img_size is not None and img_size != side:
-        raise BadInput(f"--img-size {img_size} contradicts {program}, whose input is fixed at {side}x{side}: "
-                       "leave --img-size out")
-    size = size or side or img_size
-    if size is None:
-        raise BadInput(f"{directory} has no {DEPLOY_CONFIG_NAME} saying the input size: give --img-size "
-                       f"(no fixed input height and width could be read from its program {program.name})")
-    return size
+    checked = sizes or ([fixed] if fixed else [wanted] if wanted else None)
+    if checked is None:
+        config_says = (f"its {config['file']} names no input size" if config else
+                       f"has no {DEPLOY_CONFIG_NAME} saying the input size")
+        raise BadInput(f"{directory} {config_says}: give --img-size (its program {program.name} leaves height and "
+                       "width dynamic: e.g. 320,640x480 checks two sizes, HxW)")
+    return checked, fixed is None
 
 
 def validate_import(opts) -> None:
@@ -260,15 +314,19 @@ def validate_import(opts) -> None:
     if opts.labels:
         raise BadInput("--labels does not apply to an imported Paddle inference directory: its own inference.yml "
                        "(copied as it is) names the classes")
-    _input_size(directory, program, _config_of(directory), opts.img_size)
+    _input_sizes(directory, program, _config_of(directory), opts.sizes, opts.img_size)
     target, source = opts.target().absolute().resolve(), directory.resolve()
     if target == source or source in target.parents or target in source.parents:
         raise BadInput(f"--out {opts.target()} would overlap the directory being imported: choose another --out")
 
 
 def _config_of(directory: Path) -> dict:
-    path = directory / DEPLOY_CONFIG_NAME
-    return read_deploy_config(path) if path.exists() else {}
+    """The directory's deploy config, read: its inference.yml (PaddleClas, PaddleX, PaddleOCR), else
+    PaddleSeg's deploy.yaml, else none ({})."""
+    for name, read in ((DEPLOY_CONFIG_NAME, read_deploy_config), (SEG_DEPLOY_CONFIG_NAME, read_seg_deploy_config)):
+        if (directory / name).exists():
+            return {**read(directory / name), "file": name}
+    return {}
 
 
 def describe_import(opts) -> dict:
@@ -280,15 +338,16 @@ def describe_import(opts) -> dict:
     directory = Path(opts.model)
     program, params = find_program(directory)
     config = _config_of(directory)
-    size = _input_size(directory, program, config, opts.img_size)
-    spec = input_section(opts.static_batch, size, config.get("mean") or opts.mean or IMAGENET_MEAN,
-                         config.get("std") or opts.std or IMAGENET_STD, config.get("scale", 1 / 255))
+    sizes, dynamic = _input_sizes(directory, program, config, opts.sizes, opts.img_size)
+    spec = input_section(opts.static_batch, sizes, config.get("mean") or opts.mean or IMAGENET_MEAN,
+                         config.get("std") or opts.std or IMAGENET_STD, config.get("scale", 1 / 255), dynamic)
+    spec["color"] = config.get("color", "RGB")
     return {
         "program": program, "params": params, "input_spec": spec, "config": config,
         "model": {"name": directory.resolve().name, "family": IMPORTED_FAMILY, "kwargs": {}, "fused": False,
                   "source": "paddle-inference",
                   "origin": {"directory": str(directory.resolve()), "program": program.name, "params": params.name,
-                             "deploy_config": DEPLOY_CONFIG_NAME if config else None}},
+                             "deploy_config": config.get("file")}},
         "weights": {"path": str(params.resolve()), "sha256": sha256(params), "init_seed": None},
     }
 

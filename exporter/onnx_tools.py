@@ -1,12 +1,14 @@
 """ONNX post-processing: simplify, name the interface, describe, check; and the fp16 variant. Paddle-free."""
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import numpy as np
 import onnx
 
-INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "x", "logits", "batch"
+INPUT_NAME, BATCH_DIM = "x", "batch"
+SPATIAL_DIMS = ("height", "width")  # the input's dynamic H and W, where the program leaves them dynamic
 
 
 def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
@@ -18,14 +20,16 @@ def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
             value.name = new
 
 
-def _name_batch_dim(value: onnx.ValueInfoProto) -> None:
-    dim = value.type.tensor_type.shape.dim[0]
-    if not dim.HasField("dim_value"):
-        dim.dim_param = BATCH_DIM
+def _name_dynamic_dims(value: onnx.ValueInfoProto, names: tuple[str, ...]) -> None:
+    """Name the dynamic axes of `value` (by position; paddle2onnx leaves them unnamed or numbered)."""
+    for dim, name in zip(value.type.tensor_type.shape.dim, names):
+        if name and not dim.HasField("dim_value"):
+            dim.dim_param = name
 
 
-def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
-    """Simplified, interface named (`x` -> `logits`, batch axis `batch`), described, shape-inferred, checked.
+def finalize(model: onnx.ModelProto, metadata: dict[str, str], outputs: list[str]) -> onnx.ModelProto:
+    """Simplified, interface named (`x` -> `outputs`, batch axis `batch`, the input's dynamic height
+    and width `height`, `width`), described, shape-inferred, checked.
 
     onnxslim folds the converter's constant subgraphs and bias Adds into Convs; what it produces
     is checked by parity like everything else.
@@ -34,12 +38,13 @@ def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProt
 
     model = onnxslim.slim(model)
     graph = model.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
-        raise ValueError(f"expected one input and one output, got {len(graph.input)} and {len(graph.output)}")
+    if len(graph.input) != 1 or len(graph.output) != len(outputs):
+        raise ValueError(f"expected one input and {len(outputs)} outputs, got {len(graph.input)} and {len(graph.output)}")
     _rename_value(graph, graph.input[0].name, INPUT_NAME)
-    _rename_value(graph, graph.output[0].name, OUTPUT_NAME)
-    _name_batch_dim(graph.input[0])
-    _name_batch_dim(graph.output[0])
+    _name_dynamic_dims(graph.input[0], (BATCH_DIM, "", *SPATIAL_DIMS))
+    for value, name in zip(list(graph.output), outputs):
+        _rename_value(graph, value.name, name)
+        _name_dynamic_dims(value, (BATCH_DIM,))
     graph.name = metadata.get("model", graph.name)
     # The converter is recorded in the metadata (version.paddle2onnx); the producer is this tool.
     model.producer_name, model.producer_version = "cnnexport", metadata.get("version.cnnexport", "")
@@ -64,37 +69,42 @@ def _cuts(graph: onnx.GraphProto) -> list[str]:
     graph order: where a graph can be split into an fp16 part and an fp32 part."""
     constants = {i.name for i in graph.initializer}
     last_use = {name: i for i, node in enumerate(graph.node) for name in node.input if name}
+    outputs = {out.name for out in graph.output}
+    last_use.update((name, len(graph.node)) for name in outputs)  # an output made early stays live to the end
     live: set[str] = {graph.input[0].name}
     cuts = []
     for i, node in enumerate(graph.node):
         live |= {name for name in node.output if name}
         live = {name for name in live if last_use.get(name, -1) > i and name not in constants}
-        if len(node.output) == 1 and live == {node.output[0]}:
+        if len(node.output) == 1 and live == {node.output[0]} and node.output[0] not in outputs:
             cuts.append(node.output[0])
     return cuts
 
 
 def _fp16_up_to(model: onnx.ModelProto, cut: str) -> onnx.ModelProto:
-    """The model with everything up to `cut` in fp16 and the rest in fp32 (fp32 input and output)."""
+    """The model with everything up to `cut` in fp16 and the rest in fp32 (fp32 input and outputs)."""
     from onnx import compose, utils
     from onnxconverter_common import float16
 
+    outputs = [out.name for out in model.graph.output]
     extractor = utils.Extractor(model)
     head = float16.convert_float_to_float16(extractor.extract_model([INPUT_NAME], [cut]), keep_io_types=True)
-    tail = compose.add_prefix(extractor.extract_model([cut], [OUTPUT_NAME]), "fp32.")
+    tail = compose.add_prefix(extractor.extract_model([cut], outputs), "fp32.")
     del head.graph.value_info[:], tail.graph.value_info[:]  # shape inference redoes them for the whole
     mixed = compose.merge_models(head, tail, io_map=[(cut, f"fp32.{cut}")])
-    _rename_value(mixed.graph, f"fp32.{OUTPUT_NAME}", OUTPUT_NAME)
+    for name in outputs:
+        _rename_value(mixed.graph, f"fp32.{name}", name)
     mixed.graph.name = model.graph.name
     mixed.producer_name, mixed.producer_version = model.producer_name, model.producer_version
     mixed.metadata_props.extend(model.metadata_props)
     return onnx.shape_inference.infer_shapes(mixed, check_type=True, strict_mode=True)
 
 
-def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: np.ndarray,
+def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: list[np.ndarray],
             min_top1: float) -> tuple[onnx.ModelProto, dict]:
-    """The fp16 variant (fp32 `x` and `logits` kept for callers): the whole graph in fp16 if its top-1
-    agreement with `expected` (the eager model's logits) on `photos` is at least `min_top1`;
+    """The fp16 variant (fp32 input and outputs kept for callers): the whole graph in fp16 if the
+    argmax agreement (`compare.agreement`) of each output with `expected` (the eager model's outputs)
+    on `photos` is at least `min_top1`;
     otherwise mixed precision: fp16 up to the latest point of the graph (a value that carries all
     the rest needs) from which finishing in fp32 keeps agreement, found by bisection. fp16 usually
     fails at the end of a classifier (logits too small for its range), which this keeps in fp32,
@@ -102,12 +112,13 @@ def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: np.ndarray,
     Raises NoFp16Form when no form agrees. Runs ONNX Runtime on the CPU: call it in a child."""
     from onnxconverter_common import float16
 
-    from .compare import agreement
+    from .compare import agreement, decision_kind
 
     def agrees(candidate: onnx.ModelProto) -> bool:
-        figures = agreement(expected, run_onnx(candidate, photos))
-        return figures.finite and figures.top1 >= min_top1
+        figures = [agreement(want, got) for want, got in zip(expected, run_onnx(candidate, photos))]
+        return all(f.finite and f.top1 >= min_top1 for f in figures)
 
+    model = _for_fp16_conversion(model)
     half = float16.convert_float_to_float16(model, keep_io_types=True)
     if agrees(half):
         onnx.checker.check_model(half, full_check=True)
@@ -122,7 +133,8 @@ def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: np.ndarray,
         else:
             high = middle - 1
     if best is None:
-        raise NoFp16Form(f"neither fp16 nor any fp16-then-fp32 split of the graph keeps top-1 agreement >= "
+        decided = ", ".join(sorted({decision_kind(out.shape) for out in expected}))
+        raise NoFp16Form(f"neither fp16 nor any fp16-then-fp32 split of the graph keeps {decided} agreement >= "
                          f"{min_top1:.0%} with the eager model on the photographs")
     index, mixed = best
     onnx.checker.check_model(mixed, full_check=True)
@@ -131,9 +143,32 @@ def to_fp16(model: onnx.ModelProto, photos: np.ndarray, expected: np.ndarray,
                    "fp32_nodes": len(model.graph.node) - fp16_nodes}
 
 
-def run_onnx(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
-    """The first output of `model` on `batch`, in ONNX Runtime on the CPU."""
+def _for_fp16_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy that onnxconverter-common converts into a model ONNX Runtime loads: without value_info,
+    and with no graph output also read by a node (a network that returns a feature map and its
+    pooled logits: keep_io_types casts such an output back to fp32 in place, and the nodes that read
+    it, still typed fp16, make ONNX Runtime refuse the model; an Identity gives each such output a
+    value of its own)."""
+    model = copy.deepcopy(model)
+    graph = model.graph
+    # onnxconverter-common 1.16 adds an fp16 value_info for each value it keeps in fp32 (a Resize's
+    # output) beside the fp32 one shape inference wrote, and ONNX Runtime reads the stale one: the
+    # converted graph gets its value_info from shape inference again where it needs it.
+    del graph.value_info[:]
+    read = {name for node in graph.node for name in node.input}
+    for output in graph.output:
+        if output.name in read:
+            inner = f"{output.name}.inner"
+            for node in graph.node:
+                node.input[:] = [inner if name == output.name else name for name in node.input]
+                node.output[:] = [inner if name == output.name else name for name in node.output]
+            graph.node.append(onnx.helper.make_node("Identity", [inner], [output.name], name=f"{output.name}.identity"))
+    return model
+
+
+def run_onnx(model: onnx.ModelProto, batch: np.ndarray) -> list[np.ndarray]:
+    """The outputs of `model` on `batch`, in ONNX Runtime on the CPU."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+    return session.run(None, {session.get_inputs()[0].name: batch})

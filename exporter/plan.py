@@ -115,7 +115,7 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
                                  True))
             # TF32 off must meet the fp32 CPU tolerance: it separates TF32 rounding from a conversion error.
             rows.append(onnx_row(RuntimeSpec("onnxruntime", onnx_path, "gpu", tf32=False), tol))
-        if opts.reference_evaluator:  # slow: the smallest batch only
+        if opts.reference_evaluator and not reference_evaluator_skipped(root / ONNX_FILE):  # slow: the smallest batch only
             smallest = min(inputs, key=lambda k: len(inputs[k]))
             rows.append(onnx_row(RuntimeSpec("onnx-reference", onnx_path), tol, only=(smallest,)))
     if openvino_available():
@@ -133,6 +133,22 @@ def verify_plan(root: Path, device: str, opts: VerifyOptions, inputs: dict[str, 
     rows += [Row(spec, tolerance, photos, device == "cpu")
              for spec, tolerance in reduced_cpu_specs(root, opts.threads).values()]
     return rows + list(opts.extra_rows)
+
+
+# Ops onnx.reference computes element by element in Python: one small map takes it many minutes.
+SLOW_IN_REFERENCE_EVALUATOR = ("Resize",)
+
+
+def reference_evaluator_skipped(onnx_path: Path) -> str | None:
+    """Why the onnx.reference row is left out for this graph (None: it is run)."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    slow = sorted(ops & set(SLOW_IN_REFERENCE_EVALUATOR))
+    if slow:
+        return (f"onnx-reference/cpu not run: the graph has {', '.join(slow)}, which onnx.reference interpolates "
+                "pixel by pixel in Python (many minutes for one small image); the other runtimes check it")
+    return None
 
 
 def reduced_cpu_specs(root: Path, threads: int = 0) -> dict[str, tuple[RuntimeSpec, Tolerance]]:
@@ -165,19 +181,19 @@ def openvino_has_bf16() -> bool:
         return False
 
 
-def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, int8: bool, photos: tuple[str, ...],
-               paddle: bool = True) -> dict[str, Row]:
+def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, int8: bool, smoke: tuple[str, ...],
+               photos: tuple[str, ...], paddle: bool = True) -> dict[str, Row]:
     """The export's check before an artifact is written, by format: every file it would hold that
-    computes, on the smoke batch against the eager model (the fp16 and int8 variants on the
+    computes, on the smoke batches (one per size) against the eager model (the fp16 and int8 variants on the
     photographs, with the top-1 agreement verify asks of them), with every reduced-precision CPU row
     verify will judge (OpenVINO on the int8 file, and in bf16): nothing is written that verify would
     fail. `paddle` False: the reference is Paddle Inference on the programs themselves (an imported
     model), so they are not checked against it."""
-    rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=("smoke",))} if paddle else {}
+    rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=smoke)} if paddle else {}
     if legacy and paddle:
-        rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=("smoke",))
+        rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=smoke)
     if onnx:
-        rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, ("smoke",))
+        rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, smoke)
     if fp16:
         rows["onnx-fp16"] = Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FP16, photos)
     if fp16 or int8:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import REFERENCE_FILE, ArtifactError, Manifest, atomic_write, sha256
-from .compare import CPU_FP32, judge
+from .compare import CPU_FP32, judge, output_keys
 from .device import paddle_available
-from .images import folder_photos, photo_inputs, random_batch, sample_photos
+from .images import folder_photos, photo_inputs, random_batch, sample_photos, sized_inputs
 from .results import RowResult
 
 MULTI_BATCH = 4
@@ -24,25 +24,33 @@ PARITY_SEED = 1
 
 
 def parity_inputs(manifest: Manifest, images_dir: str | None = None) -> dict[str, np.ndarray]:
-    """Seeded random images at batch 1 and at a batch of different images; real photographs."""
-    static, size = manifest.static_batch, manifest.img_size
-    rng = np.random.default_rng(PARITY_SEED)  # one generator: the two random batches hold different images
-    inputs = {}
-    if static in (None, 1):
-        inputs["random-b1"] = random_batch(1, size, rng)
-    inputs[f"random-b{static or MULTI_BATCH}"] = random_batch(static or MULTI_BATCH, size, rng)
+    """Seeded random images at batch 1 and at a batch of different images; real photographs; at each
+    size the artifact is checked at."""
+    static = manifest.static_batch
+    rng = np.random.default_rng(PARITY_SEED)  # one generator: the random batches hold different images
+
+    def random_at(size) -> dict[str, np.ndarray]:
+        inputs = {"random-b1": random_batch(1, size, rng)} if static in (None, 1) else {}
+        inputs[f"random-b{static or MULTI_BATCH}"] = random_batch(static or MULTI_BATCH, size, rng)
+        return inputs
+
     photos = sample_photos()
     if images_dir:
         photos.update(folder_photos(images_dir))
-    return {**inputs, **photo_inputs(photos, manifest.input)}
+    return {**sized_inputs(manifest.input, random_at), **photo_inputs(photos, manifest.input)}
 
 
-def eager_logits(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def outputs_of(result) -> list[np.ndarray]:
+    """An eager forward's result as the model's outputs: one tensor, or a tuple or list of them in order."""
+    return [tensor.numpy() for tensor in (result if isinstance(result, (tuple, list)) else [result])]
+
+
+def eager_run(model, inputs: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     """An eager Paddle model's outputs on each input batch."""
     import paddle
 
     with paddle.no_grad():
-        return {k: model(paddle.to_tensor(v)).numpy() for k, v in inputs.items()}
+        return {k: outputs_of(model(paddle.to_tensor(v))) for k, v in inputs.items()}
 
 
 class StaleWeights(Exception):
@@ -72,7 +80,7 @@ def eager_outputs(manifest: Manifest, inputs: dict[str, np.ndarray], layer=None)
                 raise StaleWeights(f"weights file {path} has changed since the export (sha256 mismatch)")
         model = build_model(manifest.name, manifest.model["kwargs"], weights["path"])
     fused, _ = fuse(model, manifest.img_size)
-    return eager_logits(model, inputs), eager_logits(fused, inputs), fused if manifest.fused else model
+    return eager_run(model, inputs), eager_run(fused, inputs), fused if manifest.fused else model
 
 
 def paddle_side(root: Path, manifest: Manifest, inputs: dict, layer=None) -> tuple[dict, list[RowResult], object, str]:
@@ -85,14 +93,15 @@ def paddle_side(root: Path, manifest: Manifest, inputs: dict, layer=None) -> tup
         source = ("Paddle Inference (imported program)" if manifest.imported else
                   f"Paddle Inference (the artifact's program: {manifest.name} was exported from a Layer object, "
                   "so there is no eager model to rebuild; verify(artifact, model=layer) checks against it)")
-        return paddle_reference(root, inputs)[0], [], None, source
+        return paddle_reference(root, inputs, manifest.input)[0], [], None, source
     plain, folded, eager_model = eager_outputs(manifest, inputs, layer)
     return plain, [judge("eager-fused/cpu", plain, folded, CPU_FP32)], eager_model, "eager (unfused)"
 
 
 def read_bundle(path: Path, manifest: Manifest) -> tuple[dict, dict]:
-    """The bundle's inputs and outputs, each checked: float32, finite, the manifest's image shape,
-    and one [N, classes] output per input batch. Anything else is ArtifactError (exit 2)."""
+    """The bundle's inputs and outputs, each checked: float32, finite, of one of the sizes the manifest
+    checks, and the manifest's outputs for each input batch (`output:NAME`, or `output:NAME:I` for a
+    model of several outputs). Anything else is ArtifactError (exit 2)."""
     def bad(what: str) -> ArtifactError:
         return ArtifactError(f"{path} is not a valid reference bundle ({what}): run `cnnexport verify` with Paddle "
                              "to write it again")
@@ -103,18 +112,24 @@ def read_bundle(path: Path, manifest: Manifest) -> tuple[dict, dict]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise bad(" ".join(str(err).split())) from None
     inputs = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
-    outputs = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
-    if not inputs or inputs.keys() != outputs.keys() or len(arrays) != 2 * len(inputs):
-        raise bad("its entries must be pairs input:NAME, output:NAME")
-    image = manifest.input["shape"][1:]
+    declared = manifest.outputs
+    keys = {name: [f"output:{key}" for key in output_keys(name, len(declared))] for name in inputs}
+    if not inputs or set(arrays) != {f"input:{n}" for n in inputs} | {k for ks in keys.values() for k in ks}:
+        raise bad(f"its entries must be input:NAME with {len(declared)} output entr{'y' if len(declared) == 1 else 'ies'} "
+                  "output:NAME[:I] each")
+    sizes = {tuple(size) for size in manifest.sizes}
+    outputs = {}
     for name, batch in inputs.items():
-        out = outputs[name]
-        if batch.dtype != np.float32 or out.dtype != np.float32:
-            raise bad(f"{name} is {batch.dtype}/{out.dtype}, not float32")
-        if batch.ndim != 4 or list(batch.shape[1:]) != image or out.ndim != 2 or out.shape[0] != batch.shape[0]:
-            raise bad(f"{name} has shapes {list(batch.shape)} -> {list(out.shape)}, not [N, {', '.join(map(str, image))}]"
-                      " -> [N, classes]")
-        if not (np.isfinite(batch).all() and np.isfinite(out).all()):
+        outputs[name] = [arrays[key] for key in keys[name]]
+        if batch.dtype != np.float32 or any(out.dtype != np.float32 for out in outputs[name]):
+            raise bad(f"{name} is not float32")
+        if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2:] not in sizes:
+            raise bad(f"{name} has the shape {list(batch.shape)}, not [N, 3, H, W] at a size the manifest checks")
+        for out, want in zip(outputs[name], declared):
+            if out.ndim != len(want["shape"]) or out.shape[0] != batch.shape[0] or any(
+                    d is not None and d != got for d, got in zip(want["shape"][1:], out.shape[1:])):
+                raise bad(f"{name} gives an output of shape {list(out.shape)}, not the manifest's {want['shape']}")
+        if not (np.isfinite(batch).all() and all(np.isfinite(out).all() for out in outputs[name])):
             raise bad(f"{name} holds NaN or Inf")
     return inputs, outputs
 
@@ -123,7 +138,9 @@ def write_bundle(root: Path, manifest: Manifest, inputs: dict, outputs: dict, so
     """Store parity inputs and eager outputs, and cover the file with the manifest's hashes."""
     import paddle
 
-    arrays = {**{f"input:{k}": v for k, v in inputs.items()}, **{f"output:{k}": v for k, v in outputs.items()}}
+    arrays = {f"input:{k}": v for k, v in inputs.items()}
+    for name, outs in outputs.items():
+        arrays.update((f"output:{key}", out) for key, out in zip(output_keys(name, len(outs)), outs))
 
     def save(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
@@ -142,7 +159,7 @@ class Reference:
     """The parity inputs and the reference outputs on them."""
 
     inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
+    outputs: dict[str, list[np.ndarray]]  # by parity input, the model's outputs in order
     source: str
     eager_model: object = None             # the eager model in the artifact's form, when Paddle is here
     rows: tuple[RowResult, ...] = ()       # checks made on the way: eager fused, the stored bundle

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .artifact import (CHART_PNG, REPORT_MD, VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sha256,
                        sweep_leftovers)
+from .compare import decision_kind
+from .images import size_name
 from .results import Recommendation, Timing, VerifyReport
 
 MAX_REPORT_BYTES = 16 << 20  # a REPORT.md larger than this is not one of ours, and is not read
@@ -116,9 +118,21 @@ def _recommendation_lines(report: VerifyReport) -> list[str]:
             for rec in report.recommendation]
 
 
+def interface_line(report: VerifyReport) -> str | None:
+    """The sizes checked and the outputs, for a model that is not a one-size classifier."""
+    outputs, sizes = report.outputs or [], report.sizes or []
+    if len(sizes) <= 1 and len(outputs) == 1 and len(outputs[0]["shape"]) == 2:
+        return None
+    shown = ", ".join(f"{o['name']} [{', '.join('N' if i == 0 else '?' if d is None else str(d) for i, d in enumerate(o['shape']))}]"
+                      f" ({decision_kind(tuple(1 if d is None else d for d in o['shape']))})" for o in outputs)
+    return f"checked at {', '.join(size_name(tuple(s)) for s in sizes)}; outputs: {shown}"
+
+
 def summary_lines(report: VerifyReport) -> list[str]:
     """A plain-text summary (no table library needed on a bare GPU machine)."""
     lines = [f"{report.artifact}: {'PASS' if report.passed else 'FAIL'} (reference: {report.reference})"]
+    interface = interface_line(report)
+    lines += [f"  {interface}"] if interface else []
     lines += [f"  integrity: {p}" for p in report.integrity]
     for change in report.changed_weights:
         named = ", ".join(w["weight"] for w in change.get("weights", [])[:3]) or change.get("error", "none by name")
@@ -200,6 +214,10 @@ def report_text(reports: list[VerifyReport], skipped: list[str], chart: bool) ->
         *([f"Skipped (not a readable verify report; run `cnnexport verify` on them again): {', '.join(skipped)}", ""]
           if skipped else []),
         "## Parity (worst over all parity batches: random images at batch 1 and 4, real photographs)", "",
+        "`top-1`: the agreement of each output's decision: the class of each image, or of each pixel of a map "
+        "(argmax over channels; a one-channel map thresholded).", "",
+        *[f"- {rep.name}: {line}" for rep in reports if (line := interface_line(rep))],
+        *([""] if any(interface_line(rep) for rep in reports) else []),
         tabulate(parity_rows(reports), headers=["artifact", "runtime", "config", "rel L2", "max abs", "cosine",
                                                  "top-1", "top-5", "result"], tablefmt="github"), "",
     ]

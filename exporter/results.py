@@ -156,6 +156,8 @@ class VerifyReport:
     passed: bool
     verified: str
     accuracy: dict | None = None           # with --eval-data: top-1 accuracy against the labels (cnnexport.accuracy)
+    outputs: list[dict] | None = None      # the model's outputs (name, shape), as the manifest says
+    sizes: list[list[int]] | None = None   # the [height, width] sizes checked
     recommendation: list[Recommendation] | None = None  # with timings: `recommend` (None: not benchmarked)
 
     @property
@@ -178,6 +180,8 @@ class VerifyReport:
                       "timings": list, "passed": bool, "verified": str}, "verify.json")
         _check(all(isinstance(d, dict) and isinstance(d.get("runtime"), str) for d in data["divergence"]),
                "verify.json: a divergence without its runtime")
+        for key in ("outputs", "sizes"):
+            _check(data.get(key) is None or isinstance(data[key], list), f"verify.json: `{key}` is not a list")
         if data.get("accuracy") is not None:
             _typed(data["accuracy"], {"data": str, "samples": int, "top1": dict}, "verify.json: accuracy")
             _typed(data["accuracy"]["top1"], dict.fromkeys(data["accuracy"]["top1"], _NUMBER), "verify.json: accuracy top1")

@@ -32,6 +32,7 @@ from .models.fusion import (BATCH_NORMS, FuseError, RewriteLog, bn_affine, count
                            fold_bn_into_conv, forward_hooks, is_unpadded, macs)
 
 from .compare import rel_l2
+from .images import hw
 
 __all__ = ["fuse", "FuseError", "RewriteSummary"]
 
@@ -209,10 +210,10 @@ def _probe_unchanged(model: nn.Layer, pairs: list[tuple[nn.Layer, nn.Layer]], x:
         a.shape == b.shape and np.isfinite(a).all() and rel_l2(b, a) <= PROBE_RTOL for a, b in zip(probed, reference))
 
 
-def _fold_traced(model: nn.Layer, img_size: int, log: RewriteLog) -> dict[str, str]:
+def _fold_traced(model: nn.Layer, img_size: int | tuple[int, int], log: RewriteLog) -> dict[str, str]:
     """Fold conv -> BatchNorm pairs wherever the forward code makes them (not only in nn.Sequential).
     Returns why each BN that the forward calls and that is left was not folded."""
-    x = np.random.default_rng(0).standard_normal((2, 3, img_size, img_size), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 3, *hw(img_size)), dtype=np.float32)
     links, calls = _trace_conv_bn(model, x)
     layers = dict(model.named_sublayers())
     reasons, candidates = {}, []
@@ -257,12 +258,14 @@ def _count_layers(model: nn.Layer) -> int:
     return sum(1 for layer in model.sublayers() if not list(layer.children()) and not isinstance(layer, nn.Identity))
 
 
-def fuse(model: nn.Layer, img_size: int | None = None, inplace: bool = False) -> tuple[nn.Layer, RewriteSummary]:
+def fuse(model: nn.Layer, img_size: int | tuple[int, int] | None = None,
+         inplace: bool = False) -> tuple[nn.Layer, RewriteSummary]:
     """Return the model with every exact rewrite applied, and what was done.
 
     The model must be in eval mode (BatchNorm folding bakes in the running statistics, which
     mean nothing for a model still training). With `img_size`, conv -> BatchNorm pairs are also
-    found by tracing a forward pass at that size, and MACs before and after are counted.
+    found by tracing a forward pass at that size (a side, or height and width), and MACs before and
+    after are counted.
     Fusing a fused model changes nothing.
     """
     training = [name or type(model).__name__ for name, layer in model.named_sublayers(include_self=True)

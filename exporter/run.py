@@ -21,11 +21,11 @@ from .runtimes import RuntimeSpec
 
 @dataclass
 class Outcome:
-    """What running a row gave: the attempt that ran (None: none did), its outputs by parity input,
-    its timings, and one record per attempt that failed before it."""
+    """What running a row gave: the attempt that ran (None: none did), its outputs by parity input
+    (each the model's outputs, in order), its timings, and one record per attempt that failed before it."""
 
     ran: RuntimeSpec | None
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     timings: list[Timing] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # input and output names, as the runtime saw them
@@ -53,7 +53,7 @@ def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | Non
     return Outcome(None, failed=failed)
 
 
-def judge_row(row: Row, outcome: Outcome, reference: dict[str, np.ndarray]) -> RowResult:
+def judge_row(row: Row, outcome: Outcome, reference: dict[str, list[np.ndarray]]) -> RowResult:
     """The row's result: the comparator's verdict on what ran, or why nothing did."""
     if outcome.ran is None:
         if row.fallbacks:

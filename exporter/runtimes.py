@@ -1,5 +1,6 @@
 """The runtimes an artifact is checked in, behind one interface: `open_runtime(spec)` gives a
-`Runtime` that infers (`runtime.infer(batch) -> logits`) and lists how it can be timed.
+`Runtime` that infers (`runtime.infer(batch) -> outputs`, the model's outputs in order) and lists
+how it can be timed.
 
 Importing this module imports neither Paddle nor paddle2onnx (GPU machines may have neither);
 each runtime imports its own library when opened. Runtimes are opened in a child process
@@ -19,7 +20,7 @@ import numpy as np
 
 from .artifact import LEGACY_PROGRAM, PADDLE_PARAMS, PADDLE_PROGRAM
 
-Infer = Callable[[np.ndarray], np.ndarray]
+Infer = Callable[[np.ndarray], list[np.ndarray]]  # a batch -> the model's outputs, in order
 
 
 @dataclass(frozen=True)
@@ -163,16 +164,16 @@ def _open_paddle(spec: RuntimeSpec) -> Runtime:
     config.disable_glog_info()
     spec.paddle_config.apply(config, default_threads(spec.threads))
     predictor = inference.create_predictor(config)
-    (input_name,), (output_name,) = predictor.get_input_names(), predictor.get_output_names()
+    (input_name,), output_names = predictor.get_input_names(), tuple(predictor.get_output_names())
 
-    def infer(batch: np.ndarray) -> np.ndarray:
+    def infer(batch: np.ndarray) -> list[np.ndarray]:
         handle = predictor.get_input_handle(input_name)
         handle.reshape(batch.shape)
         handle.copy_from_cpu(np.ascontiguousarray(batch))
         predictor.run()
-        return predictor.get_output_handle(output_name).copy_to_cpu()
+        return [predictor.get_output_handle(name).copy_to_cpu() for name in output_names]
 
-    return Runtime(infer, inputs=(input_name,), outputs=(output_name,))
+    return Runtime(infer, inputs=(input_name,), outputs=output_names)
 
 
 def ort_providers(spec: RuntimeSpec) -> list:
@@ -198,7 +199,7 @@ def ort_session(spec: RuntimeSpec, model=None):
 
 
 def iobinding_call(spec: RuntimeSpec, batch: np.ndarray, cuda_graph: bool = False):
-    """(call, output): ONNX Runtime with input and output bound to device memory (the GPU for a GPU
+    """(call, outputs): ONNX Runtime with input and outputs bound to device memory (the GPU for a GPU
     spec), so that a call moves no data between host and device. With `cuda_graph`, the first call
     captures the graph and later calls replay it (shapes and buffers must then stay fixed)."""
     import onnxruntime as ort
@@ -206,18 +207,29 @@ def iobinding_call(spec: RuntimeSpec, batch: np.ndarray, cuda_graph: bool = Fals
     device = "cuda" if spec.device == "gpu" else "cpu"
     session = ort_session(dataclasses.replace(spec, cuda_graph=cuda_graph))
     x = ort.OrtValue.ortvalue_from_numpy(batch, device, 0)
-    out_meta = session.get_outputs()[0]
-    y = ort.OrtValue.ortvalue_from_shape_and_type([batch.shape[0], out_meta.shape[1]], np.float32, device, 0)
     binding = session.io_binding()
     binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
-    binding.bind_ortvalue_output(out_meta.name, y)
+    outputs = []
+    for meta, shape in zip(session.get_outputs(), _output_shapes(spec, session, batch)):
+        outputs.append(ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0))
+        binding.bind_ortvalue_output(meta.name, outputs[-1])
 
     def call():
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
-    call.buffers = (x, y)  # CUDA-graph replays read and write these addresses: keep them alive
-    return call, y
+    call.buffers = (x, outputs)  # CUDA-graph replays read and write these addresses: keep them alive
+    return call, outputs
+
+
+def _output_shapes(spec: RuntimeSpec, session, batch: np.ndarray) -> list[list[int]]:
+    """The outputs' shapes on `batch`: the graph's, with the batch size put in; where other sizes are
+    dynamic too (a dense output of an input of dynamic size), as one plain run gives them."""
+    shapes = [[batch.shape[0] if i == 0 else d for i, d in enumerate(meta.shape)] for meta in session.get_outputs()]
+    if all(isinstance(d, int) for shape in shapes for d in shape):
+        return shapes
+    plain = ort_session(dataclasses.replace(spec, cuda_graph=False))
+    return [list(out.shape) for out in plain.run(None, {plain.get_inputs()[0].name: batch})]
 
 
 def _open_onnxruntime(spec: RuntimeSpec) -> Runtime:
@@ -231,7 +243,7 @@ def _open_onnxruntime(spec: RuntimeSpec) -> Runtime:
         def extra(batch):
             return {"iobinding": iobinding_call(spec, batch)[0],
                     "iobinding+cudagraph": iobinding_call(spec, batch, cuda_graph=True)[0]}
-    return Runtime(lambda batch: session.run(None, {input_name: batch})[0], extra, (input_name,),
+    return Runtime(lambda batch: session.run(None, {input_name: batch}), extra, (input_name,),
                    tuple(o.name for o in session.get_outputs()))
 
 
@@ -241,10 +253,23 @@ def _open_reference(spec: RuntimeSpec) -> Runtime:
     from onnx.reference import ReferenceEvaluator
 
     model = onnx.load(spec.model_path)
+    _drop_empty_resize_roi(model)
     evaluator = ReferenceEvaluator(model)
     input_name = model.graph.input[0].name
-    return Runtime(lambda batch: evaluator.run(None, {input_name: batch})[0], inputs=(input_name,),
+    return Runtime(lambda batch: evaluator.run(None, {input_name: batch}), inputs=(input_name,),
                    outputs=tuple(o.name for o in model.graph.output))
+
+
+def _drop_empty_resize_roi(model) -> None:
+    """Pass a Resize's empty `roi` tensor (paddle2onnx writes one for bilinear and nearest upsampling)
+    as the absent input it means: onnx.reference 1.17 indexes it whatever its size (IndexError), and
+    the ONNX spec reads roi only for coordinate_transformation_mode tf_crop_and_resize."""
+    from onnx import numpy_helper
+
+    empty = {init.name for init in model.graph.initializer if numpy_helper.to_array(init).size == 0}
+    for node in model.graph.node:
+        if node.op_type == "Resize" and len(node.input) > 1 and node.input[1] in empty:
+            node.input[1] = ""
 
 
 def openvino_available() -> bool:
@@ -281,8 +306,13 @@ def _open_openvino(spec: RuntimeSpec) -> Runtime:
     compiled = core.compile_model(core.read_model(spec.model_path), "CPU", {
         "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS.get(spec.precision, "f32"),
         "INFERENCE_NUM_THREADS": default_threads(spec.threads)})
-    request, output = compiled.create_infer_request(), compiled.output(0)
-    return Runtime(lambda batch: request.infer({0: batch})[output].copy(),
+    request = compiled.create_infer_request()
+
+    def infer(batch: np.ndarray) -> list[np.ndarray]:
+        results = request.infer({0: batch})
+        return [results[output].copy() for output in compiled.outputs]
+
+    return Runtime(infer,
                    inputs=tuple(i.get_any_name() for i in compiled.inputs),
                    outputs=tuple(o.get_any_name() for o in compiled.outputs))
 
@@ -293,7 +323,8 @@ _OPENERS = {"paddle-inference": _open_paddle, "onnxruntime": _open_onnxruntime, 
 
 def open_runtime(spec: RuntimeSpec) -> Runtime:
     """A built-in kind, or "package.module:function" for a runtime of one's own: a function of the
-    spec that returns a `Runtime` or just the infer callable."""
+    spec that returns a `Runtime` or just the infer callable (which may return one array for a model
+    of one output)."""
     if ":" in spec.kind:
         import importlib
         module, _, function = spec.kind.partition(":")

@@ -20,7 +20,7 @@ from .artifact import ONNX_FILE, PADDLE_PARAMS, VERIFY_REPORT, Manifest, integri
 from .bench import BenchPlan
 from .device import paddle_available, paddle_has_gpu
 from .divergence import changed_weights, localise
-from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, verify_plan
+from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, reference_evaluator_skipped, verify_plan
 from .reference import reference_for
 from .results import VerifyReport, recommend
 from .run import judge_row, run_row
@@ -80,6 +80,8 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
             weight_changes.append(changed_weights(root, rel, manifest, ref.eager_model))
 
     measured, notes = None, list(ref.notes)
+    skipped = opts.reference_evaluator and (root / ONNX_FILE).is_file() and reference_evaluator_skipped(root / ONNX_FILE)
+    notes += [skipped] if skipped else []
     if eval_set is not None and eager:
         progress("accuracy")
         measured = accuracy.measure(root, manifest, eval_set, opts.eval_data, ref.eager_model, opts.threads)
@@ -92,7 +94,8 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
         notes=notes, reference=ref.source, inputs={k: list(v.shape) for k, v in ref.inputs.items()},
         bench_plan=dataclasses.asdict(bench_plan) if bench_plan else None, rows=results, divergence=divergences,
         timings=timings, passed=not problems and all(r.passed for r in results),
-        verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"), accuracy=measured,
+        verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"), accuracy=measured, outputs=manifest.outputs,
+        sizes=[list(size) for size in manifest.sizes],
         recommendation=recommend(results, timings) if bench_plan else None)
     write_json(root / VERIFY_REPORT, report.to_dict())
     return report

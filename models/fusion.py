@@ -14,6 +14,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from ..images import hw
+
 BATCH_NORMS = (nn.BatchNorm2D, nn.BatchNorm)
 
 
@@ -183,8 +185,9 @@ def count_params(model: nn.Layer) -> int:
     return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
 
 
-def macs(model: nn.Layer, img_size: int, in_channels: int = 3) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (what papers report as "FLOPs").
+def macs(model: nn.Layer, img_size: int | tuple[int, int], in_channels: int = 3) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (what papers report as "FLOPs"), at a side
+    or a (height, width).
 
     Counts nn.Conv2D and nn.Linear layers, plus any layer with a `macs(x, y)` method for work done
     through functional calls (VanillaNet's activation, dynamic convolution).
@@ -208,7 +211,7 @@ def macs(model: nn.Layer, img_size: int, in_channels: int = 3) -> int:
     model.eval()
     try:
         with forward_hooks(counted), paddle.no_grad():
-            model(paddle.zeros([1, in_channels, img_size, img_size]))
+            model(paddle.zeros([1, in_channels, *hw(img_size)]))
     finally:
         if was_training:
             model.train()

@@ -176,7 +176,8 @@ class OddNet(nn.Layer):
         logits = self.fc(self.conv(x).mean(axis=[2, 3]))
         return {"ok": logits, "zero-classes": logits[:, :0], "int64": logits.astype("int64"),
                 "float64": logits.astype("float64"), "bool": logits > 0,
-                "100001-classes": logits[:, :1].expand([x.shape[0], 100_001])}[self.mode]
+                "100001-classes": logits[:, :1].expand([x.shape[0], 100_001]), "dict": {"logits": logits},
+                "batchless": (logits, logits.mean(axis=0))}[self.mode]
 
 
 def build(mode="ok"):
@@ -197,9 +198,15 @@ BYO = [  # bring your own model: module:callable and Paddle inference directorie
                                        "--img-size", "32"], "failed (TypeError"),
     ("callable-forward-fails", lambda t: ["paddle.vision.models:LeNet", "--img-size", "32"],
      "paddle.vision.models:LeNet: the forward pass fails on a [2, 3, 32, 32] input"),
-    ("callable-not-a-classifier", lambda t: ["paddle.vision.models:resnet18", "--model-kwargs",
-                                             '{"num_classes": 0, "with_pool": false}', "--img-size", "32"],
-     "the forward pass returns a tensor of shape [2, 512, 1, 1]"),
+    ("callable-returns-a-dict", lambda t: [odd_net(t) + ":build", "--img-size", "16", "--model-kwargs",
+                                           '{"mode": "dict"}'],
+     "the forward pass returns a dict; cnnexport exports a model whose forward returns a tensor, or a tuple or list"),
+    ("callable-returns-no-batch-axis", lambda t: [odd_net(t) + ":build", "--img-size", "16", "--model-kwargs",
+                                                  '{"mode": "batchless"}'],
+     "returns (output 1) a tensor of shape [10] for a batch of 2: cnnexport exports outputs [N, ...]"),
+    ("callable-sizes-not-sizes", lambda t: ["paddle.vision.models:resnet18", "--img-size", "64,96y64"],
+     "--img-size 64,96y64: 96y64 is not a size; give a side (64), a height x width (96x64)"),
+    ("zoo-two-sizes", lambda t: ["alexnet_bn", "--img-size", "64,96"], "the zoo's models take one square size"),
     ("callable-without-size", lambda t: ["paddle.vision.models:resnet18"], "give the input side it takes with --img-size"),
     ("callable-num-classes", lambda t: ["paddle.vision.models:resnet18", "--img-size", "32", "--num-classes", "10"],
      "pass your callable's own arguments with --model-kwargs"),
@@ -247,7 +254,7 @@ BYO = [  # bring your own model: module:callable and Paddle inference directorie
      "no PreProcess.transform_ops list of one-key operators"),
     ("import-size-4096", lambda t: [str(_import_with_yml(t, b"PreProcess:\n  transform_ops:\n"
                                                             b"  - ResizeImage: {size: 4096}\n"))],
-     "the crop or resize size 4096 is not one integer from 1 to 1024"),
+     "the crop or resize size 4096 is not a side or [width, height] of integers from 1 to 1024"),
     ("import-yaml-alias-bomb", lambda t: [str(_import_with_yml(t, _ALIAS_BOMB))],
      "more than 100,000 values once its aliases are expanded"),
     ("import-program-garbage", lambda t: [str(_with(_with(user_files(t), "model.json", b"{not a program"),
@@ -280,9 +287,9 @@ EXPORT = [
     ("unknown-model", lambda t: ["vanillanet5"], "unknown model 'vanillanet5': did you mean vanillanet_5"),
     ("size-not-multiple", lambda t: ["vanillanet_5", "--img-size", "100"], "this architecture takes multiples of 32"),
     ("size-zero", lambda t: ["alexnet_bn", "--img-size", "0"], "--img-size must be between 1 and 1024, not 0"),
-    ("size-negative", lambda t: ["alexnet_bn", "--img-size", "-32"], "--img-size must be between 1 and 1024, not -32"),
+    ("size-negative", lambda t: ["alexnet_bn", "--img-size", "-32"], "--img-size -32: -32 is not a size"),
     ("size-huge", lambda t: ["alexnet_bn", "--img-size", "100000"], "--img-size must be between 1 and 1024"),
-    ("size-not-int", lambda t: ["alexnet_bn", "--img-size", "abc"], "'abc' is not a valid integer"),
+    ("size-not-int", lambda t: ["alexnet_bn", "--img-size", "abc"], "--img-size abc: abc is not a size"),
     ("moganet-size", lambda t: ["moganet_xtiny", "--img-size", "33"], "input size 33 px is not supported"),
     ("classes-zero", lambda t: ["alexnet_bn", "--num-classes", "0"], "--num-classes must be between 1 and 100000"),
     ("classes-billion", lambda t: ["alexnet_bn", "--num-classes", "1000000000"], "--num-classes must be between 1"),

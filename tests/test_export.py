@@ -56,7 +56,7 @@ def test_every_family_exports_and_runs_in_both_runtimes(tmp_path, capsys, name, 
         expected = [eager(paddle.to_tensor(b)).numpy() for b in batches]
     for row in (paddle_row(out, "cpu", 0, CPU_FP32, timed=False),
                 Row(RuntimeSpec("onnxruntime", str(out / "inference.onnx")), CPU_FP32)):
-        for got, want in zip(_outputs_of(row, batches), expected):
+        for (got,), want in zip(_outputs_of(row, batches), expected):
             assert got.shape == want.shape
             assert rel_l2(got, want) <= 1e-5, row.spec.kind
 
@@ -156,11 +156,11 @@ def test_console_script_error_has_no_traceback(tmp_path):
 def _export_and_compare(model, size: int, tmp_path: Path) -> float:
     save_paddle(model, tmp_path / "paddle", [None, 3, size, size])
     convert_to_onnx(str(tmp_path / "paddle" / "inference.json"), str(tmp_path / "paddle" / "inference.pdiparams"),
-                    str(tmp_path / "m.onnx"), 17, {})
+                    str(tmp_path / "m.onnx"), 17, {}, ["logits"])
     x = random_images(3, size)
     with paddle.no_grad():
         ref = model(paddle.to_tensor(x)).numpy()
-    got = isolate.call_isolated(run_job, RuntimeSpec("onnxruntime", str(tmp_path / "m.onnx")), [x]).outputs[0]
+    (got,) = isolate.call_isolated(run_job, RuntimeSpec("onnxruntime", str(tmp_path / "m.onnx")), [x]).outputs[0]
     return rel_l2(got, ref)
 
 

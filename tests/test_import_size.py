@@ -138,7 +138,6 @@ HOSTILE = {
     "one-channel": (_shape([-1, 1, 64, 64]), "channel count 1"),
     "negative": (_shape([-1, 3, -64, -64]), "-1 (dynamic) or 1..1024 px"),
     "huge": (_shape([-1, 3, 10 ** 30, 10 ** 30]), "-1 (dynamic) or 1..1024 px"),
-    "non-square": (_shape([-1, 3, 64, 32]), "non-square input, 64x32"),
     "two-inputs": (lambda ops, data: ops.insert(0, json.loads(json.dumps(data))), "has 2 inputs"),
 }
 

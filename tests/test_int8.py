@@ -103,7 +103,8 @@ def test_int8_file_holds_quantized_convolutions_keeps_fp32_io_and_passes_verify(
     assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
     manifest = Manifest.load(art)
-    assert manifest.formats["onnx-int8"] == {"file": "inference.int8.onnx", "input": "x", "output": "logits"}
+    assert manifest.formats["onnx-int8"] == {"file": "inference.int8.onnx", "input": "x", "output": "logits",
+                                             "outputs": ["logits"]}
     int8 = manifest.onnx["int8"]
     assert int8["quantized_ops"]["Conv"] == len(convs) and int8["size"] < manifest.onnx["size"] / 2
     assert int8["calibration"]["method"] == "MinMax" and int8["calibration"]["per_channel"] is True
