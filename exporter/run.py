@@ -6,6 +6,7 @@ failure, with its signal, and the next attempt is tried.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,15 +54,30 @@ def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | Non
     return Outcome(None, failed=failed)
 
 
+# onnx's ReferenceEvaluator is a second opinion, not a deploy runtime: an op (or an attribute of one) it
+# does not implement says nothing about the artifact. It reports those as NotImplementedError, or as an
+# assertion that names what is not supported ("ceil_mode is not supported with auto_pad").
+CHECKER_KINDS = ("onnx-reference",)
+_UNSUPPORTED = re.compile(r"NotImplementedError: (?P<what>.+)|AssertionError: (?P<assertion>.*not (supported|implemented).*)")
+
+
+def unsupported_reason(spec: RuntimeSpec, error: str) -> str | None:
+    """Why a checker runtime could not run the graph, where its error says it lacks an op; None otherwise."""
+    found = _UNSUPPORTED.search(error) if spec.kind in CHECKER_KINDS else None
+    return (found.group("what") or found.group("assertion")).strip() if found else None
+
+
 def judge_row(row: Row, outcome: Outcome, reference: dict[str, np.ndarray]) -> RowResult:
-    """The row's result: the comparator's verdict on what ran, or why nothing did."""
+    """The row's result: the comparator's verdict on what ran, or why nothing did (a checker that lacks an
+    op of the graph is `unsupported`: skipped, not failed)."""
     if outcome.ran is None:
         if row.fallbacks:
             tried = "; ".join(f"{f['config']}: {f['error']}" for f in outcome.failed)
             return RowResult(row.spec.label, False, [f"{row.spec.label} failed in every configuration: {tried}"],
                              crashes=outcome.failed, spec=row.spec.to_dict())
         (failure,) = outcome.failed
-        return RowResult(row.spec.label, False, [failure["error"]], crash=failure, spec=row.spec.to_dict())
+        return RowResult(row.spec.label, False, [failure["error"]], crash=failure, spec=row.spec.to_dict(),
+                         unsupported=unsupported_reason(row.spec, failure["error"]))
     result = judge(outcome.ran.label, reference, outcome.outputs, row.tolerance)
     if row.fallbacks:
         result.config, result.failed_configs = outcome.ran.config_name, outcome.failed

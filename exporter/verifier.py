@@ -91,7 +91,7 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
         paddle=paddle_available(), integrity=list(problems.values()), changed_weights=weight_changes,
         notes=notes, reference=ref.source, inputs={k: list(v.shape) for k, v in ref.inputs.items()},
         bench_plan=dataclasses.asdict(bench_plan) if bench_plan else None, rows=results, divergence=divergences,
-        timings=timings, passed=not problems and all(r.passed for r in results),
+        timings=timings, passed=not problems and all(r.passed for r in results if r.counted),
         verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"), accuracy=measured,
         recommendation=recommend(results, timings) if bench_plan else None)
     write_json(root / VERIFY_REPORT, report.to_dict())
