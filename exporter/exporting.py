@@ -432,7 +432,8 @@ def inference_yml(input_spec: dict, num_classes: int, labels: list[str] | None, 
 
 
 def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict) -> dict:
-    """paddle2onnx, then `onnx_tools.finalize`. Runs in a child: the converter can abort its process."""
+    """paddle2onnx, then `onnx_tools.simplify` (or, where onnxslim fails, the graph as converted, and why,
+    under `unsimplified`) and `finalize`. Runs in a child: the converter can abort its process."""
     import onnx
     import paddle2onnx
 
@@ -445,9 +446,11 @@ def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metada
         raw = None
     if not isinstance(raw, bytes):
         raise RuntimeError("paddle2onnx produced no model")
-    model = onnx_tools.finalize(onnx.load_from_string(raw), metadata)
+    model, unsimplified = onnx_tools.simplify(onnx.load_from_string(raw))
+    model = onnx_tools.finalize(model, metadata)
     onnx.save(model, out_path)
-    return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path)}
+    return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path),
+            **({"unsimplified": unsimplified} if unsimplified else {})}
 
 
 def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: np.ndarray) -> dict:
@@ -694,7 +697,7 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
                 "onnx", _in_child, convert_to_onnx, str(program), str(params), str(stage / ONNX_FILE), opts.opset,
                 onnx_metadata(opts, prepared, num_classes), what="paddle2onnx",
                 detail=lambda i: f"{ONNX_FILE} (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
-                                 f"{i['size'] / 2**20:.1f} MiB)")
+                                 f"{i['size'] / 2**20:.1f} MiB)" + (f"; {i['unsimplified']}" if "unsimplified" in i else ""))
         if opts.fp16:
             photos = next(k for k in inputs if k.startswith("photos"))
             onnx_info["fp16"] = steps.run(

@@ -1,6 +1,7 @@
 """ONNX post-processing: simplify, name the interface, describe, check; and the fp16 variant. Paddle-free."""
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import numpy as np
@@ -24,15 +25,26 @@ def _name_batch_dim(value: onnx.ValueInfoProto) -> None:
         dim.dim_param = BATCH_DIM
 
 
-def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
-    """Simplified, interface named (`x` -> `logits`, batch axis `batch`), described, shape-inferred, checked.
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """onnxslim's simplification of `model`, or `model` as it is with why not.
 
     onnxslim folds the converter's constant subgraphs and bias Adds into Convs; what it produces
-    is checked by parity like everything else.
+    is checked by parity like everything else. It is a clean-up step: where it fails (onnxslim 0.1.98
+    raises "'list' object has no attribute 'nbytes'" folding the `If` subgraphs paddle2onnx writes
+    for a slice assignment, Swin's attention mask), the converter's graph is kept, not thrown away.
     """
     import onnxslim
 
-    model = onnxslim.slim(model)
+    try:
+        return onnxslim.slim(copy.deepcopy(model)), None
+    except Exception as err:  # onnxslim's own failure, whatever it is: the unsimplified graph is still the model
+        return model, (f"onnxslim failed ({type(err).__name__}: {' '.join(str(err).split())[:160]}): "
+                       "kept paddle2onnx's graph unsimplified")
+
+
+def finalize(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Interface named (`x` -> `logits`, batch axis `batch`), described, shape-inferred, checked
+    (after `simplify`)."""
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
         raise ValueError(f"expected one input and one output, got {len(graph.input)} and {len(graph.output)}")

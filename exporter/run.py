@@ -54,17 +54,22 @@ def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | Non
     return Outcome(None, failed=failed)
 
 
-# onnx's ReferenceEvaluator is a second opinion, not a deploy runtime: an op (or an attribute of one) it
-# does not implement says nothing about the artifact. It reports those as NotImplementedError, or as an
-# assertion that names what is not supported ("ceil_mode is not supported with auto_pad").
-CHECKER_KINDS = ("onnx-reference",)
-_UNSUPPORTED = re.compile(r"NotImplementedError: (?P<what>.+)|AssertionError: (?P<assertion>.*not (supported|implemented).*)")
+# A runtime that cannot run an op of the graph says nothing about what the graph computes: its row is
+# `unsupported`, not failed. onnx's ReferenceEvaluator (a second opinion, not a deploy runtime) raises a
+# Python exception for what it does not implement ("AssertionError: ceil_mode is not supported with
+# auto_pad", a ValueError inside SequenceMap); OpenVINO's ONNX frontend reports the ops it cannot
+# convert (OpConversionFailure, "No conversion rule found for operations: SequenceMap-17, ...").
+_OPENVINO_UNCONVERTED = re.compile(r"(?:No conversion rule found for operations|Conversion is failed for): (.+)")
 
 
 def unsupported_reason(spec: RuntimeSpec, error: str) -> str | None:
-    """Why a checker runtime could not run the graph, where its error says it lacks an op; None otherwise."""
-    found = _UNSUPPORTED.search(error) if spec.kind in CHECKER_KINDS else None
-    return (found.group("what") or found.group("assertion")).strip() if found else None
+    """Why `spec`'s runtime could not run the graph, where its error says that it lacks an op; None otherwise."""
+    if spec.kind == "onnx-reference":
+        return error.removeprefix(f"{spec.label}: ").strip().splitlines()[0]
+    if spec.kind == "openvino" and "OpConversionFailure" in error:
+        ops = [op.strip() for found in _OPENVINO_UNCONVERTED.findall(error) for op in found.split(",")]
+        return f"OpenVINO cannot convert {', '.join(dict.fromkeys(ops)) or 'an op of the graph'}"
+    return None
 
 
 def judge_row(row: Row, outcome: Outcome, reference: dict[str, np.ndarray]) -> RowResult:
