@@ -28,6 +28,7 @@ from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
                        artifact_name, check_replaceable, describe_files, input_section, sha256, staged_directory,
                        writable_directory)
+from .blame import deploy_config_with, paddle_until_right, recorded_workaround
 from .compare import FP16
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
 from .images import photo_inputs, random_batch, sample_photos
@@ -487,17 +488,21 @@ def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: 
     judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
     and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
-    records, names = [], {}
+    records, names, wrong = [], {}, []
     for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, photos, paddle).items():
-        outcome = run_row(row, inputs, None)
-        result = judge_row(row, outcome, expected)
+        if row.spec.kind == "paddle-inference":  # a configuration that computes wrongly is passed over, and recorded
+            outcome, result = paddle_until_right(row, inputs, expected, wrong)
+        else:
+            outcome = run_row(row, inputs, None)
+            result = judge_row(row, outcome, expected)
         if not result.passed:
             raise ExportFailed(f"smoke parity against the {'eager model' if paddle else 'Paddle program'} failed: "
                                f"{result.runtime}: "
                                + "; ".join(result.failures))
         names[fmt] = {"input": outcome.names[0][0], "output": outcome.names[1][0]}
         records.append({"runtime": result.runtime, "inputs": list(result.batches), **result.worst,
-                        **({"config": result.config, "failed_configs": result.failed_configs} if result.config else {})})
+                        **({"config": result.config, "failed_configs": result.failed_configs} if result.config else {}),
+                        **({"wrong_configs": wrong} if fmt == "paddle" and wrong else {})})
     return records, names
 
 
@@ -712,13 +717,19 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
         parity, io_names = steps.run(
             "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
             reference_names is None,
-            detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in r[0]))
+            detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" + "".join(
+                f" ({w['config']} wrong: rel {w['rel_l2']:.1e})" for w in rec.get("wrong_configs", ())) for rec in r[0]))
         for fmt in ("paddle", "paddle-legacy"):  # an imported program's names, as its reference run saw them
             io_names.setdefault(fmt, reference_names)
         program = paddle_model_files(stage)[0].name
         formats = {"paddle": {"program": program, "params": PADDLE_PARAMS, **io_names["paddle"]},
                    "paddle-legacy": ({"program": LEGACY_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle-legacy"]}
                                      if no_legacy is None else {"not_written": no_legacy})}
+        inference_config = recorded_workaround(parity)
+        if inference_config:  # the configuration that computes the model right, for the deploy to use
+            formats["paddle"]["inference_config"] = inference_config
+            (stage / DEPLOY_CONFIG).write_text(deploy_config_with(text, inference_config))
+            report(f"{'':<22}{inference_config['why']}")
         if opts.onnx:
             formats["onnx"] = {"file": ONNX_FILE, **io_names["onnx"]}
         if opts.fp16:

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import accuracy
 from .artifact import ONNX_FILE, PADDLE_PARAMS, VERIFY_REPORT, Manifest, integrity_problems, locked, sweep_leftovers, write_json
 from .bench import BenchPlan
+from .blame import deploy_rows
 from .device import paddle_available, paddle_has_gpu
 from .divergence import changed_weights, localise
 from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, verify_plan
@@ -59,6 +60,7 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
     rows = verify_plan(root, device, opts, ref.inputs, eager=eager, imported=manifest.imported or manifest.from_object,
                        paddle_device=paddle_device,
                        tensorrt=paddle_device == "gpu" and paddle_has_tensorrt())
+    rows, deploy_notes = deploy_rows(rows, manifest)  # the Paddle Inference configuration the artifact is deployed in
 
     results, timings, failed = list(ref.rows), [], []
     for row in rows:
@@ -79,7 +81,7 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
             progress(f"changed weights in {rel}")
             weight_changes.append(changed_weights(root, rel, manifest, ref.eager_model))
 
-    measured, notes = None, list(ref.notes)
+    measured, notes = None, list(ref.notes) + deploy_notes
     if eval_set is not None and eager:
         progress("accuracy")
         measured = accuracy.measure(root, manifest, eval_set, opts.eval_data, ref.eager_model, opts.threads)
