@@ -29,10 +29,10 @@ from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX
                        artifact_name, check_replaceable, describe_files, input_section, sha256, staged_directory,
                        writable_directory)
 from .blame import deploy_config_with, paddle_until_right, recorded_workaround
-from .compare import FP16
+from .compare import CPU_FP32, FP16, Tolerance
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
 from .images import photo_inputs, random_batch, sample_photos
-from .plan import smoke_plan
+from .plan import check_tolerances, smoke_plan
 from .run import judge_row, run_row
 from .runtimes import paddle_model_files
 
@@ -67,6 +67,8 @@ class ExportOptions:
     int8: bool = False
     calib_data: str | None = None  # a folder of images or a CIFAR-format tarball; None: the photographs
     artifacts_root: str = "artifacts"
+    rtol: float | None = None      # the smoke check's bars (default: grounded in the model's rounding, precision.py)
+    atol: float | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -125,6 +127,7 @@ def validate(opts: ExportOptions) -> None:
     _check_range("--img-size", opts.img_size, 1, MAX_INPUT_SIZE)
     _check_range("--num-classes", opts.num_classes, 1, MAX_CLASSES)
     _check_range("--static-batch", opts.static_batch, 1, MAX_STATIC_BATCH)
+    check_tolerances(opts.rtol, opts.atol)
     if opts.onnx and not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
     if opts.fp16 and not opts.onnx:
@@ -482,14 +485,14 @@ def add_int8(stage: Path, calibration: int8_variant.Calibration, input_spec: dic
 
 
 def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, int8: bool,
-                 paddle: bool = True):
+                 paddle: bool = True, tolerance: Tolerance = CPU_FP32):
     """Every file of the artifact that computes, against the reference (`plan.smoke_plan`; the Paddle
     programs only when the reference is not Paddle Inference on them), through the runner and the
     judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
     and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
     records, names, wrong = [], {}, []
-    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, photos, paddle).items():
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, photos, paddle, tolerance).items():
         if row.spec.kind == "paddle-inference":  # a configuration that computes wrongly is passed over, and recorded
             outcome, result = paddle_until_right(row, inputs, expected, wrong)
         else:
@@ -554,6 +557,7 @@ class Prepared:
     expected: dict[str, np.ndarray] | None = None   # None: Paddle Inference on the written programs is the reference
     labels: list[str] | None = None
     rewrite: dict | None = None
+    tolerance: Tolerance = CPU_FP32     # the smoke check's fp32 bars
 
 
 def run_export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
@@ -594,7 +598,8 @@ def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
                     write_programs=lambda stage: steps.run(
                         "paddle-import", copy_programs, found["program"], found["params"], stage,
                         detail=lambda _: f"{found['program'].name}, {found['params'].name} from {opts.model}"),
-                    deploy_config=deploy_config, labels=config.get("labels"))
+                    deploy_config=deploy_config, labels=config.get("labels"),
+                    tolerance=Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol))
 
 
 def own_copy(layer):
@@ -623,6 +628,7 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
     """A zoo or module:callable model, built (and fused) here, or a Layer object, copied; its eager
     outputs are the reference."""
     from .models.weights import state_dict_sha256
+    from .precision import export_tolerance
     from .rewrite import FuseError, fuse as fuse_model
 
     family, kwargs, size, mean, std = model_description(opts)
@@ -648,6 +654,7 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
         raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
                            "weights: check the weights (or the input size) before exporting")
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
+    tolerance, recorded_tolerance = export_tolerance(model, inputs, input_spec, opts.rtol, opts.atol)
 
     def write_programs(stage: Path) -> tuple[dict[str, str], str | None]:
         shape = list(input_spec["shape"])  # paddle.jit.save's InputSpec writes -1 into the list it is given
@@ -666,10 +673,11 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
         weights = {"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
                    "init_seed": None if opts.weights else INIT_SEED}
     return Prepared(
-        model={"name": opts.name, "family": family, "kwargs": kwargs, "fused": opts.fuse, **described},
+        model={"name": opts.name, "family": family, "kwargs": kwargs, "fused": opts.fuse, **described,
+               **({"tolerance": recorded_tolerance} if recorded_tolerance else {})},
         weights=weights, input_spec=input_spec, inputs=inputs, write_programs=write_programs,
         deploy_config=lambda classes: (inference_yml(input_spec, classes, labels, opts.name), labels_from),
-        expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None)
+        expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None, tolerance=tolerance)
 
 
 def parity_batches(input_spec: dict) -> dict[str, np.ndarray]:
@@ -716,7 +724,7 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
                                                            f"{i['calibration']['source']})")
         parity, io_names = steps.run(
             "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
-            reference_names is None,
+            reference_names is None, prepared.tolerance,
             detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" + "".join(
                 f" ({w['config']} wrong: rel {w['rel_l2']:.1e})" for w in rec.get("wrong_configs", ())) for rec in r[0]))
         for fmt in ("paddle", "paddle-legacy"):  # an imported program's names, as its reference run saw them

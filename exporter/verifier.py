@@ -22,6 +22,7 @@ from .blame import deploy_rows
 from .device import paddle_available, paddle_has_gpu
 from .divergence import changed_weights, localise
 from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, verify_plan
+from .precision import recorded_tolerance
 from .reference import reference_for
 from .results import VerifyReport, recommend
 from .run import judge_row, run_row
@@ -49,6 +50,8 @@ def verify_artifact(root: Path, opts: VerifyOptions, device: str,
 def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None],
                    eval_set, layer) -> VerifyReport:
     manifest = Manifest.load(root)
+    export_rtol, export_atol = recorded_tolerance(manifest)
+    opts = dataclasses.replace(opts, export_rtol=export_rtol, export_atol=export_atol)
     progress("integrity")
     problems = integrity_problems(root, manifest)
     progress("reference")

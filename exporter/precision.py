@@ -1,0 +1,86 @@
+"""The eager model's own rounding, the yardstick of the export's checks.
+
+A fixed relative bar (1e-5) refuses exact rewrites of numerically sensitive models: on a model whose
+float32 outputs are themselves 8e-5 from the same model computed in float64 (BatchNorms that subtract
+a large running mean from a conv's biased output, deep stacks), folding changes the fp32 rounding by as
+much, while bringing the outputs closer to the exact ones. So a check that misses the fixed bar is
+judged against the model's spread: how far its fp32 outputs are from its fp64 ones. A real change
+(a wrong fold, a wrong conversion) moves the outputs by orders of magnitude more.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .compare import CPU_FP32, Tolerance, rel_l2
+
+SPREAD_FACTOR = 10  # a runtime rounds up to ~4x worse than eager Paddle (measured on a GhostNet); a real error is far larger
+
+
+def float64_outputs(model, batches: list[np.ndarray]) -> list[list[np.ndarray]] | None:
+    """The model's outputs on each batch computed in float64 (on a copy), or None where its code cannot
+    run in float64 (a float32 constant made in its forward, an op without a float64 kernel)."""
+    try:
+        twin = copy.deepcopy(model)
+        twin.to(dtype="float64")
+        return _outputs(twin, [batch.astype(np.float64) for batch in batches])
+    except Exception:  # the model's own code: whatever it raises in float64, there is no fp64 yardstick
+        return None
+
+
+def _outputs(model, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+    import paddle
+
+    with paddle.no_grad():
+        outs = [model(paddle.to_tensor(batch)) for batch in batches]
+    return [[t.numpy() for t in (out if isinstance(out, (list, tuple)) else [out])] for out in outs]
+
+
+def spread(exact: list[np.ndarray], rounded: list[np.ndarray]) -> float:
+    """The largest relative L2 distance of float32 outputs from their float64 counterparts."""
+    return max(rel_l2(e, r) for e, r in zip(exact, rounded))
+
+
+def allowed(model_spread: float | None) -> float:
+    """The relative L2 bar for a rewrite or a runtime of a model whose fp32 outputs are `model_spread` from
+    its fp64 ones: the fixed CPU bar, or a few times the model's own rounding where that is larger."""
+    return max(CPU_FP32.rel_l2, SPREAD_FACTOR * (model_spread or 0.0))
+
+
+def export_tolerance(model, inputs: dict[str, np.ndarray], input_spec: dict, rtol: float | None,
+                     atol: float | None) -> tuple[Tolerance, dict | None]:
+    """The smoke check's tolerance for an eager model's artifact, and what the manifest records of it
+    (`model.tolerance`, which verify then uses too; None where it is the default): the user's `--rtol`,
+    else the fixed CPU bar or a few times the model's own fp32 rounding where that is larger, measured
+    on the check's inputs and on verify's default ones (the rounding differs from batch to batch);
+    `--atol` where given."""
+    import types
+
+    from .reference import parity_inputs
+
+    model_spread = None
+    if not rtol:
+        verify_inputs = parity_inputs(types.SimpleNamespace(static_batch=input_spec["shape"][0], input=input_spec,
+                                                            img_size=input_spec["shape"][-1]))
+        batches = {**inputs, **{f"verify:{k}": v for k, v in verify_inputs.items()}}
+        exact = float64_outputs(model, list(batches.values()))
+        if exact:
+            model_spread = max(spread(e, r) for e, r in zip(exact, _outputs(model, list(batches.values()))))
+    tolerance = Tolerance(rtol or allowed(model_spread), atol)
+    if tolerance == Tolerance(CPU_FP32.rel_l2, None):
+        return tolerance, None
+    source = "--rtol" if rtol else f"{SPREAD_FACTOR}x the eager model's fp32 distance from its float64 outputs"
+    return tolerance, {"rel_l2": tolerance.rel_l2, "atol": atol, "fp32_rounding": model_spread, "source": source}
+
+
+def recorded_tolerance(manifest) -> tuple[float | None, float | None]:
+    """The relative and absolute bars the export checked the artifact at (`model.tolerance`), if it recorded
+    any: verify judges the CPU fp32 rows by the same ones, unless it is given its own."""
+    recorded = manifest.model.get("tolerance")
+    if not isinstance(recorded, dict):
+        return None, None
+
+    def number(value) -> float | None:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+    return number(recorded.get("rel_l2")), number(recorded.get("atol"))
