@@ -627,6 +627,8 @@ def _legacy_model_maker(opts: ExportOptions, kwargs: dict, size: int, deploy_mod
 def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], None]) -> Prepared:
     """A zoo or module:callable model, built (and fused) here, or a Layer object, copied; its eager
     outputs are the reference."""
+    from .converter import adaptive_pool_problem
+    from .models.registry import MAX_INPUT_SIZE
     from .models.weights import state_dict_sha256
     from .precision import export_tolerance
     from .rewrite import FuseError, fuse as fuse_model
@@ -639,6 +641,8 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
                       detail=lambda m: f"{opts.name} ({_params(m):,} params, {_weights_detail(opts)})")
     inputs = parity_batches(input_spec)
     expected = {k: checked_logits(model, v, opts.name) for k, v in inputs.items()}
+    if opts.onnx and (problem := adaptive_pool_problem(model, size, MAX_INPUT_SIZE)):
+        raise BadInput(problem)
     num_classes = expected["smoke"].shape[1]
     labels, labels_from = class_names(opts, num_classes)
     deploy_model, summary = model, None

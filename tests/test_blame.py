@@ -119,3 +119,13 @@ def test_export_takes_rtol_and_atol_as_verify_does(capsys, tmp_path, option):
                            "--out", str(tmp_path / "x"))
     assert code == 2 and err.strip() == f"cnnexport: error: {option} must be a finite number above 0, not nan"
     assert not (tmp_path / "x").exists()
+
+
+def test_adaptive_pooling_below_its_output_size_is_refused_up_front_with_the_size_that_works(capsys, tmp_path):
+    """paddle2onnx dies with SIGFPE on VGG's 7x7 adaptive pool fed a 2x2 map (64 px); eager Paddle accepts it."""
+    code, _, err = run_cli(capsys, f"{ARCH}:vgg_adaptive", "--img-size", "64", "--onnx", "--out", str(tmp_path / "vgg"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.strip() == ("cnnexport: error: --img-size 64: AdaptiveAvgPool2D pool gets a 2x2 map for its 7x7 output, "
+                           "which paddle2onnx 2.1 cannot convert (it dies with SIGFPE): export at --img-size 224 or "
+                           "more, or without --onnx")
+    assert not (tmp_path / "vgg").exists()
