@@ -112,3 +112,33 @@ def deploy_config_with(text: str, fix: dict) -> str:
     config.setdefault("cnnexport", {})["paddle_inference"] = {
         "enable_mkldnn": fix["enable_mkldnn"], "ir_optim": fix["ir_optim"], "why": fix["why"]}
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def paddle2onnx_refusal(onnx_result: RowResult, paddle_records: list[dict], eager_model, onnx_path: str,
+                        batch: np.ndarray) -> str:
+    """The refusal when the ONNX file disagrees with the eager model while Paddle Inference, on the very
+    program paddle2onnx converted, agrees: paddle2onnx converted it wrongly. Names the first eager layer
+    whose output the ONNX graph does not reproduce, and its ONNX node (`divergence.first_divergence`,
+    the ONNX values computed by ONNX Runtime in a child)."""
+    from . import isolate
+    from .divergence import eager_layer_outputs, first_divergence, onnx_intermediates
+    from .runtimes import RuntimeSpec
+
+    paddle = "; ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in paddle_records)
+    where = "no layer of the eager model to align it with"
+    if eager_model is not None:
+        try:
+            values = isolate.call_isolated(onnx_intermediates, RuntimeSpec("onnxruntime", onnx_path), batch[:1],
+                                           what="onnxruntime/cpu intermediates")
+            found = first_divergence(eager_layer_outputs(eager_model, batch[:1]), values)
+        except (isolate.ChildCrashed, isolate.ChildFailed) as err:
+            found, where = None, f"its intermediate values could not be computed ({err})"
+        if found:
+            where = (f"first diverging layer {found['layer']} ({found['layer_type']}, after {found['after']})"
+                     + (f", ONNX node {found['onnx_node']} ({found['op_type']}, rel L2 {found['rel_error']:.1e})"
+                        if "onnx_node" in found else ""))
+        elif eager_model is not None and "could not" not in where:
+            where = "every eager layer's output has a counterpart in the ONNX graph (the divergence is in its last ops)"
+    return (f"paddle2onnx converted the model wrongly: {onnx_result.runtime} is off by rel L2 "
+            f"{onnx_result.worst['rel_l2']:.2e} from the eager model while Paddle Inference on the program it "
+            f"converted agrees ({paddle}); {where}")

@@ -1,5 +1,11 @@
 """What paddle2onnx cannot convert, found on the eager model before the converter runs.
 
+- paddle2onnx 2.1 writes `LeakyRelu` with alpha 0 whatever Paddle's slope (PaddleClas's CSPDarkNet53,
+  whose every activation is `nn.LeakyReLU()`, is then 6.6e-2 off in ONNX Runtime while Paddle
+  Inference is exact): the program the converter reads has each `nn.LeakyReLU` layer spelt out as
+  `max(x, slope * x)`, equal bit for bit for slopes in [0, 1] (`spell_out_leaky_relus`), as the zoo's
+  VanillaNet does. A functional `F.leaky_relu` cannot be replaced: the smoke check catches it, and
+  the export names paddle2onnx and the first diverging node (`cnnexport.blame`).
 - paddle2onnx 2.1 dies with SIGFPE (a division by zero in its own process) converting an
   `AdaptiveAvgPool2D` whose input map is smaller than its output (VGG's 7x7 pool after five stride-2
   stages at 64 px), which eager Paddle accepts (it repeats pixels). The export refuses such an input
@@ -8,6 +14,8 @@
 from __future__ import annotations
 
 import math
+
+from paddle import nn
 
 from .images import random_batch
 
@@ -18,7 +26,6 @@ def _growing_pools(model, size: int) -> list[tuple[str, list[int], list[int]]] |
     """(layer, input H W, output H W) of every AdaptiveAvgPool2D that gets a smaller map than its output
     at input side `size`; None where the model does not run at that size."""
     import paddle
-    from paddle import nn
 
     from .models.fusion import forward_hooks
 
@@ -43,8 +50,6 @@ def _growing_pools(model, size: int) -> list[tuple[str, list[int], list[int]]] |
 def adaptive_pool_problem(model, size: int, max_size: int) -> str | None:
     """Why paddle2onnx cannot convert `model` at input side `size` (an AdaptiveAvgPool2D that would get a
     smaller map than its output), with the smallest side up to `max_size` at which it can; None if it can."""
-    from paddle import nn
-
     if not any(isinstance(layer, nn.AdaptiveAvgPool2D) for layer in model.sublayers()):
         return None
     growing = _growing_pools(model, size)
@@ -61,3 +66,27 @@ def adaptive_pool_problem(model, size: int, max_size: int) -> str | None:
     advice = f"export at --img-size {works} or more" if works else "export at a larger --img-size"
     return (f"--img-size {size}: AdaptiveAvgPool2D {name} gets a {h}x{w} map for its {oh}x{ow} output, which "
             f"paddle2onnx 2.1 cannot convert (it dies with SIGFPE): {advice}, or without --onnx")
+
+
+class LeakyReLUAsMax(nn.Layer):
+    """`nn.LeakyReLU(slope)` for 0 <= slope <= 1, as paddle2onnx converts it right: max(x, slope * x)."""
+
+    def __init__(self, slope: float):
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x):
+        import paddle
+        return paddle.maximum(x, x * self.slope)
+
+
+def spell_out_leaky_relus(model: nn.Layer) -> list[str]:
+    """Replace every `nn.LeakyReLU` layer of `model` whose slope is in [0, 1] by `LeakyReLUAsMax` (in place);
+    returns their names."""
+    replaced = []
+    for name, layer in list(model.named_sublayers(include_self=True)):
+        for child_name, child in list(layer.named_children()):
+            if type(child) is nn.LeakyReLU and 0.0 <= child._negative_slope <= 1.0:
+                layer._sub_layers[child_name] = LeakyReLUAsMax(child._negative_slope)
+                replaced.append(f"{name}.{child_name}" if name else child_name)
+    return replaced

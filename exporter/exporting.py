@@ -28,7 +28,7 @@ from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
                        artifact_name, check_replaceable, describe_files, input_section, sha256, staged_directory,
                        writable_directory)
-from .blame import deploy_config_with, paddle_until_right, recorded_workaround
+from .blame import deploy_config_with, paddle2onnx_refusal, paddle_until_right, recorded_workaround
 from .compare import CPU_FP32, FP16, Tolerance
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
 from .images import photo_inputs, random_batch, sample_photos
@@ -485,7 +485,7 @@ def add_int8(stage: Path, calibration: int8_variant.Calibration, input_spec: dic
 
 
 def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, int8: bool,
-                 paddle: bool = True, tolerance: Tolerance = CPU_FP32):
+                 paddle: bool = True, tolerance: Tolerance = CPU_FP32, eager_model=None):
     """Every file of the artifact that computes, against the reference (`plan.smoke_plan`; the Paddle
     programs only when the reference is not Paddle Inference on them), through the runner and the
     judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
@@ -498,6 +498,8 @@ def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: 
         else:
             outcome = run_row(row, inputs, None)
             result = judge_row(row, outcome, expected)
+        if not result.passed and fmt == "onnx" and paddle and result.worst:  # Paddle Inference agreed: the converter
+            raise ExportFailed(paddle2onnx_refusal(result, records, eager_model, row.spec.model_path, inputs["smoke"]))
         if not result.passed:
             raise ExportFailed(f"smoke parity against the {'eager model' if paddle else 'Paddle program'} failed: "
                                f"{result.runtime}: "
@@ -558,6 +560,7 @@ class Prepared:
     labels: list[str] | None = None
     rewrite: dict | None = None
     tolerance: Tolerance = CPU_FP32     # the smoke check's fp32 bars
+    eager_model: Any = None             # the eager reference (None: imported), to locate a converter's error in
 
 
 def run_export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
@@ -627,7 +630,7 @@ def _legacy_model_maker(opts: ExportOptions, kwargs: dict, size: int, deploy_mod
 def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], None]) -> Prepared:
     """A zoo or module:callable model, built (and fused) here, or a Layer object, copied; its eager
     outputs are the reference."""
-    from .converter import adaptive_pool_problem
+    from .converter import adaptive_pool_problem, spell_out_leaky_relus
     from .models.registry import MAX_INPUT_SIZE
     from .models.weights import state_dict_sha256
     from .precision import export_tolerance
@@ -662,6 +665,9 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
 
     def write_programs(stage: Path) -> tuple[dict[str, str], str | None]:
         shape = list(input_spec["shape"])  # paddle.jit.save's InputSpec writes -1 into the list it is given
+        if opts.onnx and (spelt := spell_out_leaky_relus(deploy_model)):
+            report(f"{'leaky-relu':<22}{len(spelt)} nn.LeakyReLU written as max(x, slope*x) for paddle2onnx "
+                   f"(it writes LeakyRelu with alpha 0): {', '.join(spelt[:4])}{' ...' if len(spelt) > 4 else ''}")
         names = steps.run("paddle-save", save_paddle, deploy_model, stage, shape,
                           detail=lambda _: f"{PADDLE_PROGRAM} ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
         no_legacy = steps.run("paddle-legacy", add_legacy_program, _legacy_model_maker(opts, kwargs, size, deploy_model),
@@ -681,7 +687,8 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
                **({"tolerance": recorded_tolerance} if recorded_tolerance else {})},
         weights=weights, input_spec=input_spec, inputs=inputs, write_programs=write_programs,
         deploy_config=lambda classes: (inference_yml(input_spec, classes, labels, opts.name), labels_from),
-        expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None, tolerance=tolerance)
+        expected=expected, labels=labels, rewrite=summary.to_dict() if summary else None, tolerance=tolerance,
+        eager_model=model)
 
 
 def parity_batches(input_spec: dict) -> dict[str, np.ndarray]:
@@ -728,7 +735,7 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
                                                            f"{i['calibration']['source']})")
         parity, io_names = steps.run(
             "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
-            reference_names is None, prepared.tolerance,
+            reference_names is None, prepared.tolerance, prepared.eager_model,
             detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" + "".join(
                 f" ({w['config']} wrong: rel {w['rel_l2']:.1e})" for w in rec.get("wrong_configs", ())) for rec in r[0]))
         for fmt in ("paddle", "paddle-legacy"):  # an imported program's names, as its reference run saw them

@@ -2,7 +2,8 @@
 (real architectures from model libraries): each is a `module:callable` the tests export.
 
 - `convnext`: LayerNorm over channels, depthwise 7x7, layer scale (ConvNeXt's block);
-- `csp_mish`: CSP-style stage with Mish activations;
+- `csp`, `csp_functional`, `csp_mish`: CSPDarkNet's stage with `nn.LeakyReLU` layers (PaddleClas's), a
+  functional leaky ReLU, and Mish;
 - `swin`: a Swin-style window attention block (window partition, relative position bias);
 - `resnet_vd_pool`: ResNet-vd's shortcut, ceil-mode average pooling;
 - `ghost`: GhostNet-style cheap operations (a conv, then a depthwise conv on its output) with BN;
@@ -81,15 +82,16 @@ def _conv_bn_act(cin, cout, k=3, stride=1, act=nn.Mish, groups=1):
                          nn.BatchNorm2D(cout), act())
 
 
-class CSPMish(nn.Layer):
-    """CSPDarkNet's stage: split by two 1x1 convs, residual blocks on one half, concatenate, 1x1."""
+class CSP(nn.Layer):
+    """CSPDarkNet's stage: split by two 1x1 convs, residual blocks on one half, concatenate, 1x1. PaddleClas's
+    CSPDarkNet53 activates with `nn.LeakyReLU()` (slope 0.01), which paddle2onnx 2.1 writes with alpha 0."""
 
-    def __init__(self, dim: int = 16, num_classes: int = CLASSES):
+    def __init__(self, dim: int = 16, num_classes: int = CLASSES, act=nn.LeakyReLU):
         super().__init__()
-        self.stem = _conv_bn_act(3, dim, 3, 2)
-        self.left, self.right = _conv_bn_act(dim, dim // 2, 1), _conv_bn_act(dim, dim // 2, 1)
-        self.block = nn.Sequential(_conv_bn_act(dim // 2, dim // 2, 1), _conv_bn_act(dim // 2, dim // 2, 3))
-        self.merge = _conv_bn_act(dim, dim, 1)
+        self.stem = _conv_bn_act(3, dim, 3, 2, act=act)
+        self.left, self.right = _conv_bn_act(dim, dim // 2, 1, act=act), _conv_bn_act(dim, dim // 2, 1, act=act)
+        self.block = nn.Sequential(_conv_bn_act(dim // 2, dim // 2, 1, act=act), _conv_bn_act(dim // 2, dim // 2, 3, act=act))
+        self.merge = _conv_bn_act(dim, dim, 1, act=act)
         self.pool = nn.AdaptiveAvgPool2D(1)
         self.fc = nn.Linear(dim, num_classes)
 
@@ -100,8 +102,23 @@ class CSPMish(nn.Layer):
         return self.fc(self.pool(x).flatten(1))
 
 
+class FunctionalLeakyReLU(nn.Layer):
+    """A leaky ReLU called as a function inside a forward, as many libraries write it: no layer to replace."""
+
+    def forward(self, x):
+        return nn.functional.leaky_relu(x, 0.1)
+
+
+def csp(num_classes: int = CLASSES):
+    return _seeded_bn(CSP(num_classes=num_classes))
+
+
+def csp_functional(num_classes: int = CLASSES):
+    return _seeded_bn(CSP(num_classes=num_classes, act=FunctionalLeakyReLU))
+
+
 def csp_mish(num_classes: int = CLASSES):
-    return _seeded_bn(CSPMish(num_classes=num_classes))
+    return _seeded_bn(CSP(num_classes=num_classes, act=nn.Mish))
 
 
 class WindowAttention(nn.Layer):

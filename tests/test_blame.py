@@ -129,3 +129,26 @@ def test_adaptive_pooling_below_its_output_size_is_refused_up_front_with_the_siz
                            "which paddle2onnx 2.1 cannot convert (it dies with SIGFPE): export at --img-size 224 or "
                            "more, or without --onnx")
     assert not (tmp_path / "vgg").exists()
+
+
+def test_csp_leaky_relu_layers_are_spelt_out_for_paddle2onnx(capsys, tmp_path):
+    """PaddleClas's CSPDarkNet activates with nn.LeakyReLU(), which paddle2onnx writes with alpha 0 (6.6e-2
+    off in ONNX Runtime): the program it converts has them as max(x, slope*x), and the artifact is exact."""
+    out = tmp_path / "csp"
+    code, text = _export(capsys, out, "csp", 32)
+    assert code == 0, text
+    assert "leaky-relu            6 nn.LeakyReLU written as max(x, slope*x) for paddle2onnx" in text
+    code, text, report = _verify(capsys, out)
+    assert code == 0 and report["passed"], text
+
+
+def test_a_paddle2onnx_error_is_refused_naming_paddle2onnx_and_the_first_diverging_node(capsys, tmp_path):
+    """A functional leaky ReLU cannot be spelt out: ONNX Runtime is 8e-2 off while Paddle Inference on the
+    program paddle2onnx converted agrees, so paddle2onnx is named, with the layer and the ONNX node."""
+    code, text = _export(capsys, tmp_path / "cspf", "csp_functional", 32)
+    assert code == 1 and not (tmp_path / "cspf").exists()
+    (line,) = [line for line in text.splitlines() if line.startswith("cnnexport:")]
+    assert line.startswith("cnnexport: failed: paddle2onnx converted the model wrongly: onnxruntime/cpu is off by "
+                           "rel L2 8.0"), line
+    assert "while Paddle Inference on the program it converted agrees" in line
+    assert "first diverging layer stem.2 (FunctionalLeakyReLU, after stem.1), ONNX node LeakyRelu.0 (LeakyRelu" in line
