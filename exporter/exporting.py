@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -300,7 +301,7 @@ def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
             out = model(paddle.to_tensor(batch))
     except Exception as err:
         raise BadInput(f"{name}: the forward pass fails on a {list(batch.shape)} input ({type(err).__name__}: "
-                       f"{_error_line(str(err), 200)}): give the --img-size it takes") from None
+                       f"{_error_line(str(err), 200)}): {_forward_fix(str(err))}") from None
     if not isinstance(out, paddle.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
         what = f"a tensor of shape {list(out.shape)}" if isinstance(out, paddle.Tensor) else f"a {type(out).__name__}"
         raise BadInput(f"{name}: the forward pass returns {what}; cnnexport exports classifiers, whose output is one "
@@ -308,6 +309,21 @@ def checked_logits(model, batch: np.ndarray, name: str) -> np.ndarray:
     logits_problem(out.numpy(), f"{name}: the forward pass returns", "make the forward return [N, classes] float32 "
                    "logits (e.g. x.astype('float32'))")
     return out.numpy()
+
+
+# Paddle's words for an op given another dtype than it holds ("The type of data we are trying to retrieve
+# (float32) does not match the type of data (float64) currently contained in the container").
+_DTYPE_ERROR = re.compile(r"type of data|dtype|data ?type", re.IGNORECASE)
+
+
+def _forward_fix(error: str) -> str:
+    """What to do about a forward pass that fails: a dtype mismatch is the forward's own (it is given
+    float32), anything else most often an input size the architecture cannot take."""
+    if _DTYPE_ERROR.search(error):
+        mismatch = next((line.strip() for line in error.splitlines() if _DTYPE_ERROR.search(line)), "")[:160]
+        return (f"a dtype mismatch inside the forward ({mismatch}); cnnexport feeds float32 [N, 3, S, S]: make the "
+                "forward compute in the dtypes its layers hold")
+    return "give the --img-size it takes"
 
 
 def logits_problem(logits: np.ndarray, what: str, fix: str) -> None:
@@ -390,7 +406,7 @@ def add_legacy_program(deploy_model: Callable, stage: Path, input_shape: list) -
             isolate.call_isolated(save_legacy_program, deploy_model, str(scratch), input_shape,
                                   what="legacy program", env={"FLAGS_enable_pir_api": "0"})
         except (isolate.ChildCrashed, isolate.ChildFailed) as err:
-            return _error_line(str(err))
+            return legacy_limit(_error_line(str(err)))
         if not (scratch / LEGACY_PROGRAM).is_file():
             return f"Paddle wrote no {LEGACY_PROGRAM} (FLAGS_enable_pir_api=0 did not take effect)"
         if not filecmp.cmp(scratch / PADDLE_PARAMS, stage / PADDLE_PARAMS, shallow=False):
@@ -399,6 +415,21 @@ def add_legacy_program(deploy_model: Callable, stage: Path, input_shape: list) -
         return None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# Paddle 3.3's legacy (static-graph) exporter rejects some ops' PIR values: "(InvalidType) gelu(): argument
+# (position 1) must be Value, but got Variable".
+_LEGACY_REJECTED_OP = re.compile(r"\(InvalidType\) (\w+)\(\): argument .* must be Value, but got Variable")
+
+
+def legacy_limit(error: str) -> str:
+    """Why there is no legacy program, and what that means for the deploy stacks that need one."""
+    import paddle
+
+    op = _LEGACY_REJECTED_OP.search(error)
+    cause = f"Paddle {paddle.__version__}'s legacy exporter cannot write {op.group(1)} ({error})" if op else error
+    return (f"{cause}; PaddleClas 2.6's deploy predictor, which can load only a legacy program, cannot load this "
+            "artifact (PaddleX, Paddle Inference, ONNX Runtime and OpenVINO on the ONNX file can)")
 
 
 def _last_error_line(text: str) -> str | None:

@@ -109,14 +109,23 @@ def _reparameterise_foreign(layer: nn.Layer, log: RewriteLog) -> bool:
     for method, done in FOREIGN_REPARAMETERISATIONS:
         if callable(getattr(layer, method, None)):
             if not getattr(layer, done, False):
+                before = _fingerprint(layer)
                 try:
                     getattr(layer, method)()
                 except Exception as err:  # the model's own code: its failure is the model's, named as such
                     raise FuseError(f"{log.prefix or type(layer).__name__}: its {method}() failed "
                                     f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
-                log.rewritten("", f"{type(layer).__name__}.{method}()")
+                if _fingerprint(layer) != before:  # a call that changed nothing is no rewrite
+                    log.rewritten("", f"{type(layer).__name__}.{method}()")
             return True
     return False
+
+
+def _fingerprint(layer: nn.Layer) -> tuple:
+    """What a re-parameterisation changes: the sublayers, and the parameters (which, their shapes and sums)."""
+    return (tuple((name, type(sub).__name__) for name, sub in layer.named_sublayers()),
+            tuple((name, id(p), tuple(p.shape), float(np.asarray(p.numpy(), np.float64).sum()))
+                  for name, p in layer.named_parameters()))
 
 
 def _has_fuse_protocol(layer: nn.Layer) -> bool:
@@ -325,4 +334,27 @@ def fuse(model: nn.Layer, img_size: int | None = None, inplace: bool = False) ->
     summary.layers_after, summary.params_after = _count_layers(model), count_params(model)
     if img_size is not None:
         summary.macs_after = macs(model, img_size)
+        summary.params_after -= _spent_params(model, img_size, [r["layer"] for r in summary.rewritten
+                                                                 if r["what"].endswith(FOREIGN_CALLS)])
     return model, summary
+
+
+FOREIGN_CALLS = tuple(f".{method}()" for method, _ in FOREIGN_REPARAMETERISATIONS)
+
+
+def _spent_params(model: nn.Layer, img_size: int, reparameterised: list[str]) -> int:
+    """Parameters of the branches a re-parameterisation method left in place but no longer runs (RepVGG's
+    `rbr_dense`, `rbr_1x1`): a forward pass calls no layer of theirs, and the exported program holds none."""
+    if not reparameterised:
+        return 0
+    called = set()
+    layers = [layer for _, layer in model.named_sublayers()]
+    x = np.zeros((1, 3, img_size, img_size), np.float32)
+    _forward(model, x, pre_hooks=[(layer, lambda layer, inputs: called.add(id(layer))) for layer in layers])
+    layers_by_name = dict(model.named_sublayers(include_self=True))
+    spent = {}
+    for owner in reparameterised:
+        for _, sub in layers_by_name[owner].named_sublayers():
+            if not ({id(sub)} | {id(s) for s in sub.sublayers()}) & called:
+                spent.update((id(p), int(np.prod(p.shape))) for p in sub.parameters())
+    return sum(spent.values())

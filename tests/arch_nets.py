@@ -288,3 +288,30 @@ class VGGAdaptive(nn.Layer):
 
 def vgg_adaptive(num_classes: int = CLASSES):
     return VGGAdaptive(num_classes=num_classes)
+
+
+class Float64Head(nn.Layer):
+    """A forward that computes in float64 against float32 weights: a dtype error of the model's own."""
+
+    def __init__(self, num_classes: int = CLASSES):
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.astype("float64").mean([2, 3]))
+
+
+class NoOpReparam(nn.Layer):
+    """A layer whose `re_parameterize()` has nothing to do (PaddleClas's blocks built without branches)."""
+
+    def __init__(self, num_classes: int = CLASSES):
+        super().__init__()
+        self.is_repped = False
+        self.conv = nn.Conv2D(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def re_parameterize(self):
+        pass
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean([2, 3]))

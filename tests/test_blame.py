@@ -152,3 +152,34 @@ def test_a_paddle2onnx_error_is_refused_naming_paddle2onnx_and_the_first_divergi
                            "rel L2 8.0"), line
     assert "while Paddle Inference on the program it converted agrees" in line
     assert "first diverging layer stem.2 (FunctionalLeakyReLU, after stem.1), ONNX node LeakyRelu.0 (LeakyRelu" in line
+
+
+def test_a_dtype_error_in_the_forward_is_not_hinted_as_an_input_size(capsys, tmp_path):
+    code, _, err = run_cli(capsys, f"{ARCH}:Float64Head", "--img-size", "32", "--out", str(tmp_path / "x"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "a dtype mismatch inside the forward" in err and "(float32) does not match the type of data (float64)" in err
+    assert "--img-size it takes" not in err
+
+
+def test_fuse_summary_counts_what_is_exported_and_no_op_reparameterisations_are_no_rewrites():
+    """RepVGG's re_parameterize() leaves its spent branches in place: they are not counted; a
+    re_parameterize() that changes nothing is not reported as a rewrite."""
+    from cnnexport.rewrite import fuse
+    from tests import arch_nets, reparam_net
+    from tests.helpers import perturb
+
+    fused, summary = fuse(perturb(reparam_net.build(width=8)).eval(), 32)
+    assert summary.params_after < summary.params_before
+    assert {r["what"] for r in summary.rewritten} == {"RepBlock.re_parameterize()", "DeployHead.switch_to_deploy()"}
+    _, summary = fuse(arch_nets.NoOpReparam().eval(), 32)
+    assert summary.rewritten == [] and summary.params_after == summary.params_before
+    assert "nothing to fuse: the model is already in deploy form" in summary.lines()
+
+
+def test_a_missing_legacy_program_names_the_paddle_limit_and_what_it_means_for_paddleclas():
+    from cnnexport.exporting import legacy_limit
+
+    why = legacy_limit("TypeError: (InvalidType) gelu(): argument (position 1) must be Value, but got Variable (at x.cc:1)")
+    assert why.startswith("Paddle 3.") and "'s legacy exporter cannot write gelu (TypeError: (InvalidType) gelu()" in why
+    assert why.endswith("PaddleClas 2.6's deploy predictor, which can load only a legacy program, cannot load this "
+                        "artifact (PaddleX, Paddle Inference, ONNX Runtime and OpenVINO on the ONNX file can)")
