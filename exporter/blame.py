@@ -72,7 +72,7 @@ def onednn_config(name: str) -> bool:
     return bool(getattr(_config(name), "onednn", False))
 
 
-def workaround(wrong: list[dict], right: str | None) -> dict | None:
+def workaround(wrong: list[dict], right: str | None, against: str = "the eager model") -> dict | None:
     """What the manifest (formats.paddle.inference_config) and the deploy config record when a Paddle
     Inference configuration computed wrongly and `right` agreed with the model; None when none was wrong."""
     config = _config(right) if wrong and right else None
@@ -83,7 +83,7 @@ def workaround(wrong: list[dict], right: str | None) -> dict | None:
                                          "run_mode='paddle'; Config.disable_mkldnn())"]
     settings += [] if config.ir_optim else ["IR optimisation off (Config.switch_ir_optim(False))"]
     return {"config": right, "enable_mkldnn": config.onednn, "ir_optim": config.ir_optim, "wrong": wrong,
-            "why": f"Paddle Inference computes this model wrongly in {figures} against the eager model "
+            "why": f"Paddle Inference computes this model wrongly in {figures} against {against} "
                    f"and right in {right}: deploy it with {' and '.join(settings) or 'that configuration'}"}
 
 
@@ -142,3 +142,34 @@ def paddle2onnx_refusal(onnx_result: RowResult, paddle_records: list[dict], eage
     return (f"paddle2onnx converted the model wrongly: {onnx_result.runtime} is off by rel L2 "
             f"{onnx_result.worst['rel_l2']:.2e} from the eager model while Paddle Inference on the program it "
             f"converted agrees ({paddle}); {where}")
+
+
+LITERAL = "the program run as written (oneDNN and IR optimisation off)"
+
+
+def literal_checked(row: Row, inputs: dict[str, np.ndarray]) -> tuple[Outcome, dict | None]:
+    """Paddle Inference as the reference, where there is no eager model (an imported program): the row's
+    first configuration that runs, cross-checked against the program run as written (its last
+    configuration: no oneDNN, no IR optimisation). Where they disagree, the optimisation is what is wrong
+    (it rewrites the program; the literal run executes its ops one by one): the literal run is the
+    reference, the configurations between are tried in turn against it, and the workaround (the first
+    that agrees) is returned for the manifest."""
+    outcome = run_row(row, inputs, None)
+    literal = row.attempts[-1]
+    if outcome.ran is None or outcome.ran == literal:
+        return outcome, None
+    truth = run_row(dataclasses.replace(row, fallbacks=(literal,)), inputs, None)
+    if truth.ran is None:
+        return outcome, None
+    wrong, attempts = [], row.attempts
+    while outcome.ran is not None and outcome.ran != literal:
+        result = judge_row(dataclasses.replace(row, fallbacks=(outcome.ran,)), outcome, truth.outputs)
+        if result.passed:
+            break
+        wrong.append({"config": outcome.ran.config_name, "rel_l2": result.worst["rel_l2"],
+                      "max_abs": result.worst["max_abs"], "top1": result.worst["top1"]})
+        attempts = attempts[attempts.index(outcome.ran) + 1:]
+        outcome = run_row(dataclasses.replace(row, fallbacks=attempts), inputs, None)
+    if outcome.ran is None:
+        outcome = truth
+    return outcome, workaround(wrong, outcome.ran.config_name, LITERAL)

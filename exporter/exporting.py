@@ -779,6 +779,8 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
         if inference_config:  # the configuration that computes the model right, for the deploy to use
             formats["paddle"]["inference_config"] = inference_config
             (stage / DEPLOY_CONFIG).write_text(deploy_config_with(text, inference_config))
+        inference_config = formats["paddle"].get("inference_config")  # an imported program's: its reference run's
+        if inference_config:
             report(f"{'':<22}{inference_config['why']}")
         if opts.onnx:
             formats["onnx"] = {"file": ONNX_FILE, **io_names["onnx"]}
@@ -799,11 +801,13 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
 
 def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Paddle Inference's outputs on the programs in `stage` (an imported model has no eager one),
-    with its input and output names; run as verify runs it, in a child."""
+    with its input and output names (and, where its default configuration computes otherwise than the
+    program run as written, the configuration it ran in: `blame.literal_checked`); in a child."""
+    from .blame import literal_checked
     from .compare import CPU_FP32
     from .plan import paddle_row
 
-    outcome = run_row(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs, None)
+    outcome, inference_config = literal_checked(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs)
     if outcome.ran is None:
         raise BadInput("Paddle Inference cannot run the imported program ("
                        + "; ".join(f"{f.get('config')}: {_error_line(f['error'], 160)}" for f in outcome.failed)
@@ -814,7 +818,8 @@ def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, np.ndarray], 
                        f"(shape {list(outcome.outputs[bad[0]].shape)}): cnnexport imports image classifiers")
     for logits in outcome.outputs.values():
         logits_problem(logits, "the imported program returns", "cnnexport imports image classifiers with float32 logits")
-    return outcome.outputs, {"input": outcome.names[0][0], "output": outcome.names[1][0]}
+    return outcome.outputs, {"input": outcome.names[0][0], "output": outcome.names[1][0],
+                             **({"inference_config": inference_config} if inference_config else {})}
 
 
 def _params(model) -> int:
