@@ -51,29 +51,34 @@ def allowed(model_spread: float | None) -> float:
 SPREAD_IMAGES, SPREAD_SEED = 8, 25  # random images the export measures the model's rounding on, beside its check's
 
 
-def export_tolerance(model, inputs: dict[str, np.ndarray], input_spec: dict, rtol: float | None,
-                     atol: float | None) -> tuple[Tolerance, dict | None]:
-    """The smoke check's tolerance for an eager model's artifact, and what the manifest records of it
-    (`model.tolerance`, which verify then uses too; None where it is the default): the user's `--rtol`,
-    else the fixed CPU bar or a few times the model's own fp32 rounding where that is larger, measured
-    image by image (the rounding differs from image to image, and verify judges other batches) on the
-    check's inputs and SPREAD_IMAGES more random ones; `--atol` where given."""
+def given_tolerance(rtol: float | None, atol: float | None) -> tuple[Tolerance, dict | None]:
+    """The smoke check's fp32 bars from export's --rtol and --atol (1e-5 and none by default), and what the
+    manifest records of them (`model.tolerance`, which verify then uses too; None for the default)."""
+    tolerance = Tolerance(rtol or CPU_FP32.rel_l2, atol)
+    if rtol is None and atol is None:
+        return tolerance, None
+    return tolerance, {"rel_l2": tolerance.rel_l2, "atol": atol, "fp32_rounding": None, "source": "--rtol/--atol"}
+
+
+def grounded_tolerance(model, inputs: dict[str, np.ndarray], input_spec: dict,
+                       atol: float | None) -> tuple[Tolerance, dict | None]:
+    """The smoke check's fp32 bars for an eager model whose own rounding is larger than 1e-5 allows: a few
+    times its fp32 distance from its float64 outputs, measured image by image (the rounding differs from
+    image to image, and verify judges other batches) on the check's inputs and SPREAD_IMAGES more random
+    ones; and the manifest's record of them. The default where the model cannot run in float64."""
     from .images import random_batch
 
-    model_spread = None
-    if not rtol:
-        batch = input_spec["shape"][0] or SPREAD_IMAGES
-        batches = [*inputs.values(), *(random_batch(batch, input_spec["shape"][-1], SPREAD_SEED + i)
-                                       for i in range(-(-SPREAD_IMAGES // batch)))]
-        exact = float64_outputs(model, batches)
-        if exact:
-            model_spread = max(rel_l2(e[n], r[n]) for es, rs in zip(exact, _outputs(model, batches))
-                               for e, r in zip(es, rs) for n in range(len(e)))
-    tolerance = Tolerance(rtol or allowed(model_spread), atol)
-    if tolerance == Tolerance(CPU_FP32.rel_l2, None):
-        return tolerance, None
-    source = "--rtol" if rtol else f"{SPREAD_FACTOR}x the eager model's fp32 distance from its float64 outputs"
-    return tolerance, {"rel_l2": tolerance.rel_l2, "atol": atol, "fp32_rounding": model_spread, "source": source}
+    batch = input_spec["shape"][0] or SPREAD_IMAGES
+    batches = [*inputs.values(), *(random_batch(batch, input_spec["shape"][-1], SPREAD_SEED + i)
+                                   for i in range(-(-SPREAD_IMAGES // batch)))]
+    exact = float64_outputs(model, batches)
+    if exact is None:
+        return given_tolerance(None, atol)
+    model_spread = max(rel_l2(e[n], r[n]) for es, rs in zip(exact, _outputs(model, batches))
+                       for e, r in zip(es, rs) for n in range(len(e)))
+    tolerance = Tolerance(allowed(model_spread), atol)
+    return tolerance, {"rel_l2": tolerance.rel_l2, "atol": atol, "fp32_rounding": model_spread,
+                       "source": f"{SPREAD_FACTOR}x the eager model's fp32 distance from its float64 outputs"}
 
 
 def recorded_tolerance(manifest) -> tuple[float | None, float | None]:

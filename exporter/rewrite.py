@@ -57,6 +57,7 @@ class RewriteSummary:
     params_after: int = 0
     macs_before: int | None = None
     macs_after: int | None = None
+    fp32_rounding: float | None = None  # where the fold check needed float64: the fp32 model's distance from it
 
     @property
     def changed(self) -> bool:
@@ -219,9 +220,10 @@ def _probe_unchanged(model: nn.Layer, pairs: list[tuple[nn.Layer, nn.Layer]], x:
         a.shape == b.shape and np.isfinite(a).all() and rel_l2(b, a) <= PROBE_RTOL for a, b in zip(probed, reference))
 
 
-def _fold_traced(model: nn.Layer, img_size: int, log: RewriteLog) -> dict[str, str]:
+def _fold_traced(model: nn.Layer, img_size: int, log: RewriteLog) -> tuple[dict[str, str], float | None]:
     """Fold conv -> BatchNorm pairs wherever the forward code makes them (not only in nn.Sequential).
-    Returns why each BN that the forward calls and that is left was not folded."""
+    Returns why each BN that the forward calls and that is left was not folded, and the fp32 model's
+    distance from its float64 outputs where the fold check measured it."""
     x = np.random.default_rng(0).standard_normal((2, 3, img_size, img_size), dtype=np.float32)
     links, calls = _trace_conv_bn(model, x)
     layers = dict(model.named_sublayers())
@@ -237,7 +239,7 @@ def _fold_traced(model: nn.Layer, img_size: int, log: RewriteLog) -> dict[str, s
         else:
             candidates.append((conv_name, bn_name))
     if not candidates:
-        return reasons
+        return reasons, None
     reference = _forward(model, x)
 
     def probe_passes(names: list[tuple[str, str]], seed: int) -> bool:
@@ -254,8 +256,7 @@ def _fold_traced(model: nn.Layer, img_size: int, log: RewriteLog) -> dict[str, s
         _fold_pair(model, layers, conv_name, bn_name)
         folded.append((conv_name, bn_name))
         log.folded(bn_name, into=conv_name)
-    _check_folds(unfolded, model, folded, x, reference)
-    return reasons
+    return reasons, _check_folds(unfolded, model, folded, x, reference)
 
 
 def _fold_pair(model: nn.Layer, layers: dict, conv_name: str, bn_name: str) -> None:
@@ -267,23 +268,24 @@ def _fold_pair(model: nn.Layer, layers: dict, conv_name: str, bn_name: str) -> N
 
 
 def _check_folds(unfolded: nn.Layer, model: nn.Layer, folded: list[tuple[str, str]], x: np.ndarray,
-                 reference: list[np.ndarray]) -> None:
+                 reference: list[np.ndarray]) -> float | None:
     """The folded `model` must compute what `unfolded` computes. Within the fixed bar in float32 it does;
     otherwise both are run in float64, where only an inexact fold (a BatchNorm reached another way than
     through its conv) moves the outputs by more than the folded weights' float32 rounding, which is
     bounded by a few times the fp32 model's own distance from its float64 outputs (`cnnexport.precision`).
-    A fold refused names the first pair that alone moves them beyond, with the figures."""
+    A fold refused names the first pair that alone moves them beyond, with the figures. Returns the fp32
+    model's distance from float64 where it was measured (the export then grounds its checks on it too)."""
     def run(layer: nn.Layer) -> tuple[list[np.ndarray], bool]:
         exact = float64_outputs(layer, [x])
         return (exact[0], True) if exact is not None else (_forward(layer, x), False)
 
     if all(rel_l2(b, a) <= CPU_FP32.rel_l2 for a, b in zip(_forward(model, x), reference)):
-        return
+        return None
     truth, in_fp64 = run(unfolded)
     model_spread = spread(truth, reference) if in_fp64 else None
     bar, moved = allowed(model_spread), spread(truth, run(model)[0])
     if moved <= bar:
-        return
+        return model_spread
     culprit = f"{len(folded)} folds together"
     for conv_name, bn_name in folded:
         alone = copy.deepcopy(unfolded)
@@ -323,7 +325,7 @@ def fuse(model: nn.Layer, img_size: int | None = None, inplace: bool = False) ->
     log = RewriteLog()
     _walk(model, log)
     model.eval()  # layers that a re-parameterisation method created are in training mode
-    traced = _fold_traced(model, img_size, log) if img_size is not None else None
+    traced, summary.fp32_rounding = _fold_traced(model, img_size, log) if img_size is not None else (None, None)
     summary.folded, summary.rewritten = log.records["folded"], log.records["rewritten"]
     reasons = {**(traced or {}), **{k["layer"]: k["reason"] for k in log.records["kept"]}}
     summary.kept = [  # with a trace, the BatchNorms the forward pass runs (a re-parameterised layer's spent branches are not)
