@@ -62,8 +62,12 @@ def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | Non
 _OPENVINO_UNCONVERTED = re.compile(r"(?:No conversion rule found for operations|Conversion is failed for): (.+)")
 
 
-def unsupported_reason(spec: RuntimeSpec, error: str) -> str | None:
-    """Why `spec`'s runtime could not run the graph, where its error says that it lacks an op; None otherwise."""
+def unsupported_reason(spec: RuntimeSpec, failure: dict) -> str | None:
+    """Why `spec`'s runtime could not run the graph, where its error says that it lacks an op; None otherwise
+    (a crash, with its signal, is a failure whatever the runtime)."""
+    error = failure["error"]
+    if "signal" in failure:
+        return None
     if spec.kind == "onnx-reference":
         return error.removeprefix(f"{spec.label}: ").strip().splitlines()[0]
     if spec.kind == "openvino" and "OpConversionFailure" in error:
@@ -82,7 +86,7 @@ def judge_row(row: Row, outcome: Outcome, reference: dict[str, np.ndarray]) -> R
                              crashes=outcome.failed, spec=row.spec.to_dict())
         (failure,) = outcome.failed
         return RowResult(row.spec.label, False, [failure["error"]], crash=failure, spec=row.spec.to_dict(),
-                         unsupported=unsupported_reason(row.spec, failure["error"]))
+                         unsupported=unsupported_reason(row.spec, failure))
     result = judge(outcome.ran.label, reference, outcome.outputs, row.tolerance)
     if row.fallbacks:
         result.config, result.failed_configs = outcome.ran.config_name, outcome.failed
