@@ -5,9 +5,14 @@
   told apart from the artifact by the next configuration of the same program: where oneDNN off
   agrees with the eager model, oneDNN is what is wrong, the export goes on in the configuration that
   agrees, and the manifest and the deploy config say which one the deploy must use
-  (`paddle_until_right`, `workaround`, `deploy_rows`).
+  (`paddle_until_right`, `workaround`, `deploy_rows`). Where Paddle Inference is itself the reference
+  (an imported program), its run is cross-checked against the program run as written, oneDNN and IR
+  optimisation off (`literal_checked`).
+- An ONNX file that disagrees with the eager model while Paddle Inference, on the very program
+  paddle2onnx converted, agrees is paddle2onnx's error: the refusal says so, with the first diverging
+  layer and ONNX node (`paddle2onnx_refusal`).
 
-Paddle-free: it runs rows through `cnnexport.run`, each runtime in its own child.
+Importable without Paddle: it runs rows through `cnnexport.run`, each runtime in its own child.
 """
 from __future__ import annotations
 
