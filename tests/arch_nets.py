@@ -4,10 +4,12 @@
 - `convnext`: LayerNorm over channels, depthwise 7x7, layer scale (ConvNeXt's block);
 - `csp`, `csp_functional`, `csp_mish`: CSPDarkNet's stage with `nn.LeakyReLU` layers (PaddleClas's), a
   functional leaky ReLU, and Mish;
-- `swin`: a Swin-style window attention block (window partition, relative position bias);
-- `resnet_vd_pool`: ResNet-vd's shortcut, ceil-mode average pooling;
+- `swin`: a Swin-style shifted-window attention block (its mask built by slice assignment, relative
+  position bias);
+- `resnet_vd_pool`: ResNet-vd's shortcut, SAME-padded ceil-mode average pooling;
 - `ghost`: GhostNet-style cheap operations (a conv, then a depthwise conv on its output) with BN;
-- `vgg_adaptive`: VGG's AdaptiveAvgPool2D((7, 7)) head, fed a smaller map at a small input.
+- `vgg_adaptive`: VGG's AdaptiveAvgPool2D((7, 7)) head, fed a smaller map at a small input;
+- `Float64Head`, `NoOpReparam`: a dtype error in the forward, and a re_parameterize() with nothing to do.
 """
 from __future__ import annotations
 
