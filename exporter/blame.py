@@ -17,6 +17,7 @@ Importable without Paddle: it runs rows through `cnnexport.run`, each runtime in
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -119,17 +120,39 @@ def deploy_config_with(text: str, fix: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def unsimplified_output(program: str, params: str, opset: int, batch: np.ndarray) -> np.ndarray:
+    """The first output of paddle2onnx's graph, as converted (not simplified), on `batch`, in ONNX Runtime
+    on the CPU (call it in a child)."""
+    from .onnx_tools import converted, run_onnx
+    return run_onnx(converted(program, params, opset), batch)
+
+
 def paddle2onnx_refusal(onnx_result: RowResult, paddle_records: list[dict], eager_model, onnx_path: str,
-                        batch: np.ndarray) -> str:
-    """The refusal when the ONNX file disagrees with the eager model while Paddle Inference, on the very
-    program paddle2onnx converted, agrees: paddle2onnx converted it wrongly. Names the first eager layer
-    whose output the ONNX graph does not reproduce, and its ONNX node (`divergence.first_divergence`,
-    the ONNX values computed by ONNX Runtime in a child)."""
+                        batch: np.ndarray, expected: np.ndarray) -> str:
+    """The refusal when the ONNX file disagrees with the eager model (`expected` on `batch`) while Paddle
+    Inference, on the very program paddle2onnx converted, agrees. Whose error it is: paddle2onnx's where
+    its graph as converted is off too, onnxslim's where that agrees. Names the first eager layer whose
+    output the ONNX graph does not reproduce, and its ONNX node (`divergence.first_divergence`, the ONNX
+    values computed by ONNX Runtime in a child)."""
+    import onnx
+
     from . import isolate
+    from .compare import CPU_FP32, rel_l2
     from .divergence import eager_layer_outputs, first_divergence, onnx_intermediates
-    from .runtimes import RuntimeSpec
+    from .runtimes import RuntimeSpec, paddle_model_files
 
     paddle = "; ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in paddle_records)
+    program, params = paddle_model_files(Path(onnx_path).parent)
+    try:
+        raw = rel_l2(expected, isolate.call_isolated(unsimplified_output, str(program), str(params),
+                                                     onnx.load(onnx_path).opset_import[0].version, batch,
+                                                     what="paddle2onnx's graph, unsimplified"))
+    except (isolate.ChildCrashed, isolate.ChildFailed):
+        raw = None
+    if raw is not None and raw <= CPU_FP32.rel_l2:
+        return (f"onnxslim simplified the graph wrongly: {onnx_result.runtime} is off by rel L2 "
+                f"{onnx_result.worst['rel_l2']:.2e} from the eager model, while paddle2onnx's graph as converted "
+                f"agrees (rel {raw:.1e}), as does Paddle Inference ({paddle})")
     where = "no layer of the eager model to align it with"
     if eager_model is not None:
         try:
@@ -144,9 +167,10 @@ def paddle2onnx_refusal(onnx_result: RowResult, paddle_records: list[dict], eage
                         if "onnx_node" in found else ""))
         elif eager_model is not None and "could not" not in where:
             where = "every eager layer's output has a counterpart in the ONNX graph (the divergence is in its last ops)"
+    unsimplified = f", and its graph unsimplified by rel L2 {raw:.2e}" if raw is not None else ""
     return (f"paddle2onnx converted the model wrongly: {onnx_result.runtime} is off by rel L2 "
-            f"{onnx_result.worst['rel_l2']:.2e} from the eager model while Paddle Inference on the program it "
-            f"converted agrees ({paddle}); {where}")
+            f"{onnx_result.worst['rel_l2']:.2e} from the eager model{unsimplified}, while Paddle Inference on the "
+            f"program it converted agrees ({paddle}); {where}")
 
 
 LITERAL = "the program run as written (oneDNN and IR optimisation off)"

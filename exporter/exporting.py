@@ -470,18 +470,10 @@ def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metada
     """paddle2onnx, then `onnx_tools.simplify` (or, where onnxslim fails, the graph as converted, and why,
     under `unsimplified`) and `finalize`. Runs in a child: the converter can abort its process."""
     import onnx
-    import paddle2onnx
 
     from . import onnx_tools
 
-    try:
-        raw = paddle2onnx.export(program, params, None, opset_version=opset, auto_upgrade_opset=False,
-                                 enable_onnx_checker=True)
-    except UnboundLocalError:  # paddle2onnx logs its own failure, then returns an unbound variable
-        raw = None
-    if not isinstance(raw, bytes):
-        raise RuntimeError("paddle2onnx produced no model")
-    model, unsimplified = onnx_tools.simplify(onnx.load_from_string(raw))
+    model, unsimplified = onnx_tools.simplify(onnx_tools.converted(program, params, opset))
     model = onnx_tools.finalize(model, metadata)
     onnx.save(model, out_path)
     return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path),
@@ -530,7 +522,8 @@ def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: 
             outcome = run_row(row, inputs, None)
             result = judge_row(row, outcome, expected)
         if not result.passed and fmt == "onnx" and paddle and result.worst:  # Paddle Inference agreed: the converter
-            raise ExportFailed(paddle2onnx_refusal(result, records, eager_model, row.spec.model_path, inputs["smoke"]))
+            raise ExportFailed(paddle2onnx_refusal(result, records, eager_model, row.spec.model_path, inputs["smoke"],
+                                                   expected["smoke"]))
         if not result.passed:
             raise ExportFailed(f"smoke parity against the {'eager model' if paddle else 'Paddle program'} failed: "
                                f"{result.runtime}: "

@@ -1,4 +1,5 @@
-"""ONNX post-processing: simplify, name the interface, describe, check; and the fp16 variant. Paddle-free."""
+"""ONNX post-processing: convert (paddle2onnx), simplify, name the interface, describe, check; and the fp16
+variant. Paddle-free."""
 from __future__ import annotations
 
 import copy
@@ -23,6 +24,21 @@ def _name_batch_dim(value: onnx.ValueInfoProto) -> None:
     dim = value.type.tensor_type.shape.dim[0]
     if not dim.HasField("dim_value"):
         dim.dim_param = BATCH_DIM
+
+
+def converted(program: str, params: str, opset: int) -> onnx.ModelProto:
+    """paddle2onnx's graph of a Paddle inference program, as it writes it (run it in a child: the
+    converter can abort its process)."""
+    import paddle2onnx
+
+    try:
+        raw = paddle2onnx.export(program, params, None, opset_version=opset, auto_upgrade_opset=False,
+                                 enable_onnx_checker=True)
+    except UnboundLocalError:  # paddle2onnx logs its own failure, then returns an unbound variable
+        raw = None
+    if not isinstance(raw, bytes):
+        raise RuntimeError("paddle2onnx produced no model")
+    return onnx.load_from_string(raw)
 
 
 def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:

@@ -156,6 +156,29 @@ def test_csp_leaky_relu_layers_are_spelt_out_for_paddle2onnx(capsys, tmp_path):
     code, text, report = _verify(capsys, out)
     assert code == 0 and report["passed"], text
 
+    # The unsimplified graph is the second opinion on a wrong ONNX file: this one is made wrong after
+    # paddle2onnx (as a wrong simplification would be), and paddle2onnx's own graph of the program agrees.
+    import onnx
+    from onnx import numpy_helper
+
+    from cnnexport.blame import paddle2onnx_refusal
+    from cnnexport.compare import CPU_FP32, judge
+    from cnnexport.exporting import parity_batches
+    from cnnexport.onnx_tools import run_onnx
+
+    model = onnx.load(out / "inference.onnx")
+    weight = next(i for i in model.graph.initializer if len(i.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
+    onnx.save(model, tmp_path / "inference.onnx")
+    shutil.copy(out / "inference.json", tmp_path / "inference.json")
+    shutil.copy(out / "inference.pdiparams", tmp_path / "inference.pdiparams")
+    batch = parity_batches(Manifest.load(out).input)["smoke"]
+    right = run_onnx(onnx.load(out / "inference.onnx"), batch)
+    wrong = judge("onnxruntime/cpu", {"smoke": right}, {"smoke": run_onnx(model, batch)}, CPU_FP32)
+    why = paddle2onnx_refusal(wrong, [], None, str(tmp_path / "inference.onnx"), batch, right)
+    assert why.startswith("onnxslim simplified the graph wrongly: onnxruntime/cpu is off by rel L2 "), why
+    assert "while paddle2onnx's graph as converted agrees (rel " in why
+
 
 def test_a_paddle2onnx_error_is_refused_naming_paddle2onnx_and_the_first_diverging_node(capsys, tmp_path):
     """A functional leaky ReLU cannot be spelt out: ONNX Runtime is 8e-2 off while Paddle Inference on the
