@@ -77,7 +77,7 @@ def _export_options(model, *, img_size: int | str | Sequence | None = None, out:
                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                     labels: PathLike | None = None, weights: PathLike | None = None, num_classes: int | None = None,
                     model_kwargs: dict | None = None, opset: int = DEFAULT_OPSET, static_batch: int | None = None,
-                    seed_compat: bool = False) -> ExportOptions:
+                    seed_compat: bool = False, rtol: float | None = None, atol: float | None = None) -> ExportOptions:
     """`export`'s arguments (with its defaults) as the export's options."""
     def text(path):
         return None if path is None else os.fspath(path)
@@ -86,7 +86,8 @@ def _export_options(model, *, img_size: int | str | Sequence | None = None, out:
                          num_classes=num_classes, img_size=img_size, seed_compat=seed_compat, fuse=fuse, onnx=onnx,
                          opset=opset, static_batch=static_batch, fp16=fp16, out=text(out), labels=text(labels),
                          model_kwargs=model_kwargs, mean=None if mean is None else tuple(mean),
-                         std=None if std is None else tuple(std), int8=int8, calib_data=text(calib_data))
+                         std=None if std is None else tuple(std), int8=int8, calib_data=text(calib_data), rtol=rtol,
+                         atol=atol)
 
 
 def check_export(model: Any, **options) -> None:
@@ -99,7 +100,7 @@ def export(model: Any, *, img_size: int | str | Sequence | None = None, out: Pat
            mean: Sequence[float] | None = None, std: Sequence[float] | None = None, labels: PathLike | None = None,
            weights: PathLike | None = None, num_classes: int | None = None, model_kwargs: dict | None = None,
            opset: int = DEFAULT_OPSET, static_batch: int | None = None, seed_compat: bool = False,
-           report: Callable[[str], None] | None = None) -> Artifact:
+           rtol: float | None = None, atol: float | None = None, report: Callable[[str], None] | None = None) -> Artifact:
     """Rewrite (`fuse`) and export `model` into `out` (default artifacts/<name>[-fused]); returns the artifact.
 
     `model` is a zoo name (`list_models`), a "module.path:callable" string, a Paddle inference
@@ -114,7 +115,7 @@ def export(model: Any, *, img_size: int | str | Sequence | None = None, out: Pat
     opts = _export_options(model, img_size=img_size, out=out, fuse=fuse, onnx=onnx, fp16=fp16, int8=int8,
                            calib_data=calib_data, mean=mean, std=std, labels=labels, weights=weights,
                            num_classes=num_classes, model_kwargs=model_kwargs, opset=opset,
-                           static_batch=static_batch, seed_compat=seed_compat)
+                           static_batch=static_batch, seed_compat=seed_compat, rtol=rtol, atol=atol)
     with _user_exits_refused(opts.name):
         run_export(opts, report or _ignore)
     return Artifact.open(opts.target())

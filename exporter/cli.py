@@ -128,9 +128,12 @@ def _three_numbers(ctx, param, value):
               help="module:callable models: the input normalisation's mean on 0..1 RGB (default ImageNet's).")
 @click.option("--std", callback=_three_numbers, metavar="R,G,B",
               help="module:callable models: the input normalisation's std (default ImageNet's).")
+@click.option("--rtol", type=float, help="The smoke check's relative L2 tolerance (default 1e-5, or a few times "
+                                         "the eager model's own fp32 rounding where that is larger); verify uses it too.")
+@click.option("--atol", type=float, help="Also bound the smoke check's max absolute error; verify uses it too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (step lines go to stderr).")
 def export_command(model, all_models, weights, num_classes, img_size, seed_compat, fuse, to_onnx, opset,
-                   static_batch, fp16, int8, calib_data, out, labels, model_kwargs, mean, std, as_json):
+                   static_batch, fp16, int8, calib_data, out, labels, model_kwargs, mean, std, rtol, atol, as_json):
     """Rewrite (--fuse) and export MODEL to Paddle's inference format (and ONNX with --onnx).
 
     MODEL is a zoo name (`cnnexport list`) or `module.path:callable`, any importable callable that
@@ -145,7 +148,7 @@ def export_command(model, all_models, weights, num_classes, img_size, seed_compa
         raise BadInput("--weights, --img-size, --out and --labels apply to one model: export models one by one for those")
     options = dict(weights=weights, num_classes=num_classes, img_size=img_size, seed_compat=seed_compat, fuse=fuse,
                    onnx=to_onnx, opset=opset, static_batch=static_batch, fp16=fp16, out=out, labels=labels,
-                   model_kwargs=model_kwargs, mean=mean, std=std, int8=int8, calib_data=calib_data)
+                   model_kwargs=model_kwargs, mean=mean, std=std, int8=int8, calib_data=calib_data, rtol=rtol, atol=atol)
     if len(names) > 1:  # an unknown name or a target that may not be replaced fails before any export
         for name in names:
             check_export(name, **options)

@@ -29,10 +29,11 @@ from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
                        artifact_name, check_replaceable, describe_files, input_section, output_names, sha256,
                        staged_directory, writable_directory)
-from .compare import FP16
+from .blame import deploy_config_with, paddle2onnx_refusal, paddle_until_right, recorded_workaround
+from .compare import CPU_FP32, FP16, Tolerance
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
 from .images import photo_inputs, random_batch, sample_photos, size_name, sized_inputs
-from .plan import smoke_plan
+from .plan import check_tolerances, smoke_plan
 from .run import judge_row, run_row
 from .runtimes import paddle_model_files
 
@@ -67,6 +68,8 @@ class ExportOptions:
     int8: bool = False
     calib_data: str | None = None  # a folder of images or a CIFAR-format tarball; None: the photographs
     artifacts_root: str = "artifacts"
+    rtol: float | None = None      # the smoke check's bars (default: grounded in the model's rounding, precision.py)
+    atol: float | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -166,6 +169,7 @@ def validate(opts: ExportOptions) -> None:
             raise BadInput(f"--img-size {opts.img_size}: the zoo's models take one square size (a side, e.g. 64)")
     _check_range("--num-classes", opts.num_classes, 1, MAX_CLASSES)
     _check_range("--static-batch", opts.static_batch, 1, MAX_STATIC_BATCH)
+    check_tolerances(opts.rtol, opts.atol)
     if opts.onnx and not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise BadInput(f"--opset {opts.opset} is outside what paddle2onnx converts ({MIN_OPSET}..{MAX_OPSET})")
     if opts.fp16 and not opts.onnx:
@@ -345,7 +349,7 @@ def checked_outputs(model, batch: np.ndarray, name: str) -> list[np.ndarray]:
             out = model(paddle.to_tensor(batch))
     except Exception as err:
         raise BadInput(f"{name}: the forward pass fails on a {list(batch.shape)} input ({type(err).__name__}: "
-                       f"{_error_line(str(err), 200)}): give the --img-size it takes") from None
+                       f"{_error_line(str(err), 200)}): {_forward_fix(str(err))}") from None
     tensors = list(out) if isinstance(out, (tuple, list)) else [out]
     if not 1 <= len(tensors) <= MAX_OUTPUTS or not all(isinstance(t, paddle.Tensor) for t in tensors):
         what = f"a {type(out).__name__}" + (f" of {len(tensors)}" if isinstance(out, (tuple, list)) else "")
@@ -357,6 +361,21 @@ def checked_outputs(model, batch: np.ndarray, name: str) -> list[np.ndarray]:
         outputs_problem(output, len(batch), what, "make the forward return float32 tensors [N, ...] (e.g. "
                         "x.astype('float32'))", classifier=len(outputs) == 1)
     return outputs
+
+
+# Paddle's words for an op given another dtype than it holds ("The type of data we are trying to retrieve
+# (float32) does not match the type of data (float64) currently contained in the container").
+_DTYPE_ERROR = re.compile(r"type of data|dtype|data ?type", re.IGNORECASE)
+
+
+def _forward_fix(error: str) -> str:
+    """What to do about a forward pass that fails: a dtype mismatch is the forward's own (it is given
+    float32), anything else most often an input size the architecture cannot take."""
+    if _DTYPE_ERROR.search(error):
+        mismatch = next((line.strip() for line in error.splitlines() if _DTYPE_ERROR.search(line)), "")[:160]
+        return (f"a dtype mismatch inside the forward ({mismatch}); cnnexport feeds float32 [N, 3, H, W]: make the "
+                "forward compute in the dtypes its layers hold")
+    return "give the --img-size it takes"
 
 
 def shape_probe(input_spec: dict) -> dict[str, np.ndarray]:
@@ -474,7 +493,7 @@ def add_legacy_program(deploy_model: Callable, stage: Path, input_shape: list) -
             isolate.call_isolated(save_legacy_program, deploy_model, str(scratch), input_shape,
                                   what="legacy program", env={"FLAGS_enable_pir_api": "0"})
         except (isolate.ChildCrashed, isolate.ChildFailed) as err:
-            return _error_line(str(err))
+            return legacy_limit(_error_line(str(err)))
         if not (scratch / LEGACY_PROGRAM).is_file():
             return f"Paddle wrote no {LEGACY_PROGRAM} (FLAGS_enable_pir_api=0 did not take effect)"
         if not filecmp.cmp(scratch / PADDLE_PARAMS, stage / PADDLE_PARAMS, shallow=False):
@@ -483,6 +502,21 @@ def add_legacy_program(deploy_model: Callable, stage: Path, input_shape: list) -
         return None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# Paddle 3.3's legacy (static-graph) exporter rejects some ops' PIR values: "(InvalidType) gelu(): argument
+# (position 1) must be Value, but got Variable".
+_LEGACY_REJECTED_OP = re.compile(r"\(InvalidType\) (\w+)\(\): argument .* must be Value, but got Variable")
+
+
+def legacy_limit(error: str) -> str:
+    """Why there is no legacy program, and what that means for the deploy stacks that need one."""
+    import paddle
+
+    op = _LEGACY_REJECTED_OP.search(error)
+    cause = f"Paddle {paddle.__version__}'s legacy exporter cannot write {op.group(1)} ({error})" if op else error
+    return (f"{cause}; PaddleClas 2.6's deploy predictor, which can load only a legacy program, cannot load this "
+            "artifact (PaddleX, Paddle Inference, ONNX Runtime and OpenVINO on the ONNX file can)")
 
 
 def _last_error_line(text: str) -> str | None:
@@ -526,23 +560,18 @@ def inference_yml(input_spec: dict, shapes: list[list], labels: list[str] | None
 
 
 def convert_to_onnx(program: str, params: str, out_path: str, opset: int, metadata: dict, outputs: list[str]) -> dict:
-    """paddle2onnx, then `onnx_tools.finalize` (naming the outputs `outputs`). Runs in a child: the
-    converter can abort its process."""
+    """paddle2onnx, then `onnx_tools.simplify` (or, where onnxslim fails, the graph as converted, and why,
+    under `unsimplified`) and `finalize` (naming the outputs `outputs`). Runs in a child: the converter
+    can abort its process."""
     import onnx
-    import paddle2onnx
 
     from . import onnx_tools
 
-    try:
-        raw = paddle2onnx.export(program, params, None, opset_version=opset, auto_upgrade_opset=False,
-                                 enable_onnx_checker=True)
-    except UnboundLocalError:  # paddle2onnx logs its own failure, then returns an unbound variable
-        raw = None
-    if not isinstance(raw, bytes):
-        raise RuntimeError("paddle2onnx produced no model")
-    model = onnx_tools.finalize(onnx.load_from_string(raw), metadata, outputs)
+    model, unsimplified = onnx_tools.simplify(onnx_tools.converted(program, params, opset))
+    model = onnx_tools.finalize(model, metadata, outputs)
     onnx.save(model, out_path)
-    return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path)}
+    return {"opset": model.opset_import[0].version, "ops": onnx_tools.op_counts(model), "size": os.path.getsize(out_path),
+            **({"unsimplified": unsimplified} if unsimplified else {})}
 
 
 def make_fp16(onnx_path: str, fp16_path: str, photos: np.ndarray, expected: list[np.ndarray]) -> dict:
@@ -573,24 +602,31 @@ def add_int8(stage: Path, calibration: int8_variant.Calibration, input_spec: dic
 
 
 def smoke_parity(stage: Path, inputs: dict, expected: dict, legacy: bool, onnx: bool, fp16: bool, int8: bool,
-                 paddle: bool = True):
+                 paddle: bool = True, tolerance: Tolerance = CPU_FP32, eager_model=None):
     """Every file of the artifact that computes, against the reference (`plan.smoke_plan`; the Paddle
     programs only when the reference is not Paddle Inference on them), through the runner and the
     judge that verify uses; raise if one disagrees. Returns the records and, per format, the input
     and output names its runtime saw."""
     photos = tuple(k for k in inputs if k.startswith("photos"))
     smoke = tuple(k for k in inputs if k.startswith("smoke"))
-    records, names = [], {}
-    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, smoke, photos, paddle).items():
-        outcome = run_row(row, inputs, None)
-        result = judge_row(row, outcome, expected)
+    records, names, wrong = [], {}, []
+    for fmt, row in smoke_plan(stage, legacy, onnx, fp16, int8, smoke, photos, paddle, tolerance).items():
+        if row.spec.kind == "paddle-inference":  # a configuration that computes wrongly is passed over, and recorded
+            outcome, result = paddle_until_right(row, inputs, expected, wrong)
+        else:
+            outcome = run_row(row, inputs, None)
+            result = judge_row(row, outcome, expected)
+        if not result.passed and fmt == "onnx" and paddle and result.worst:  # Paddle Inference agreed: the converter
+            raise ExportFailed(paddle2onnx_refusal(result, records, eager_model, row.spec.model_path, inputs[smoke[0]],
+                                                   expected[smoke[0]][0]))
         if not result.passed:
             raise ExportFailed(f"smoke parity against the {'eager model' if paddle else 'Paddle program'} failed: "
                                f"{result.runtime}: "
                                + "; ".join(result.failures))
         names[fmt] = io_names(outcome)
         records.append({"runtime": result.runtime, "inputs": list(result.batches), **result.worst,
-                        **({"config": result.config, "failed_configs": result.failed_configs} if result.config else {})})
+                        **({"config": result.config, "failed_configs": result.failed_configs} if result.config else {}),
+                        **({"wrong_configs": wrong} if fmt == "paddle" and wrong else {})})
     return records, names
 
 
@@ -641,11 +677,15 @@ class Prepared:
     # (Paddle name -> state-dict name, why no legacy program or None) for a staging directory
     write_programs: Callable[[Path], tuple[dict[str, str], str | None]]
     # the deploy config's text for the staging directory, and where its class names come from
-    deploy_config: Callable[[int], tuple[str, str]]
+    deploy_config: Callable[[list[list]], tuple[str, str]]  # given the outputs' shapes
     expected: dict[str, list[np.ndarray]] | None = None  # None: Paddle Inference on the written programs is the reference
     shapes: list[list] | None = None    # the outputs' shapes (`output_shapes`); None: from the reference
     labels: list[str] | None = None
     rewrite: dict | None = None
+    tolerance: Tolerance = CPU_FP32     # the smoke check's fp32 bars
+    # the bars grounded in the eager model's own rounding, and their record, for a smoke row that misses those
+    grounded: Callable[[], tuple[Tolerance, dict | None]] | None = None
+    eager_model: Any = None             # the eager reference (None: imported), to locate a converter's error in
 
 
 def run_export(opts: ExportOptions, report: Callable[[str], None]) -> Manifest:
@@ -687,7 +727,8 @@ def prepare_import(opts: ExportOptions, steps: _Steps) -> Prepared:
                     write_programs=lambda stage: steps.run(
                         "paddle-import", copy_programs, found["program"], found["params"], stage,
                         detail=lambda _: f"{found['program'].name}, {found['params'].name} from {opts.model}"),
-                    deploy_config=deploy_config, labels=config.get("labels"))
+                    deploy_config=deploy_config, labels=config.get("labels"),
+                    tolerance=Tolerance(opts.rtol or CPU_FP32.rel_l2, opts.atol))
 
 
 def own_copy(layer):
@@ -715,7 +756,10 @@ def _legacy_model_maker(opts: ExportOptions, kwargs: dict, size: int, deploy_mod
 def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], None]) -> Prepared:
     """A zoo or module:callable model, built (and fused) here, or a Layer object, copied; its eager
     outputs are the reference."""
+    from .converter import adaptive_pool_problem, spell_out_leaky_relus
+    from .models.registry import MAX_INPUT_SIZE
     from .models.weights import state_dict_sha256
+    from .precision import given_tolerance, grounded_tolerance
     from .rewrite import FuseError, fuse as fuse_model
 
     family, kwargs, sizes, mean, std = model_description(opts)
@@ -726,6 +770,9 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
                       detail=lambda m: f"{opts.name} ({_params(m):,} params, {_weights_detail(opts)})")
     inputs = parity_batches(input_spec)
     expected = {k: checked_outputs(model, v, opts.name) for k, v in inputs.items()}
+    # (the smallest side checked: a pool that shrinks its map there does at every size)
+    if opts.onnx and (problem := adaptive_pool_problem(model, min(min(size) for size in sizes), MAX_INPUT_SIZE)):
+        raise BadInput(problem)
     probed = {k: checked_outputs(model, v, opts.name) for k, v in shape_probe(input_spec).items()}
     shapes = output_shapes({**expected, **probed}, batch_dim, opts.name)
     labels, labels_from = class_names(opts, classifier_classes(shapes))
@@ -742,9 +789,17 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
         raise ExportFailed(f"the eager model itself outputs NaN or Inf on the {', '.join(broken)} inputs with these "
                            "weights: check the weights (or the input size) before exporting")
     weights_sha = sha256(Path(opts.weights)) if opts.weights else None
+    # The model's own rounding is measured (in float64) where the fold check needed it, else only if a
+    # smoke row misses the default bar; an --rtol of the user's is taken as it is.
+    grounded = None if opts.rtol else functools.partial(grounded_tolerance, model, inputs, input_spec, opts.atol)
+    tolerance, recorded_tolerance = (grounded() if grounded and summary and summary.fp32_rounding is not None
+                                     else given_tolerance(opts.rtol, opts.atol))
 
     def write_programs(stage: Path) -> tuple[dict[str, str], str | None]:
         shape = list(input_spec["shape"])  # paddle.jit.save's InputSpec writes -1 into the list it is given
+        if opts.onnx and (spelt := spell_out_leaky_relus(deploy_model)):
+            report(f"{'leaky-relu':<22}{len(spelt)} nn.LeakyReLU written as max(x, slope*x) for paddle2onnx "
+                   f"(it writes LeakyRelu with alpha 0): {', '.join(spelt[:4])}{' ...' if len(spelt) > 4 else ''}")
         names = steps.run("paddle-save", save_paddle, deploy_model, stage, shape,
                           detail=lambda _: f"{PADDLE_PROGRAM} ({'batch ' + str(batch_dim) if batch_dim else 'dynamic batch'})")
         no_legacy = steps.run("paddle-legacy", add_legacy_program, _legacy_model_maker(opts, kwargs, size, deploy_model),
@@ -760,10 +815,12 @@ def prepare_model(opts: ExportOptions, steps: _Steps, report: Callable[[str], No
         weights = {"path": str(Path(opts.weights).resolve()) if opts.weights else None, "sha256": weights_sha,
                    "init_seed": None if opts.weights else INIT_SEED}
     return Prepared(
-        model={"name": opts.name, "family": family, "kwargs": kwargs, "fused": opts.fuse, **described},
+        model={"name": opts.name, "family": family, "kwargs": kwargs, "fused": opts.fuse, **described,
+               **({"tolerance": recorded_tolerance} if recorded_tolerance else {})},
         weights=weights, input_spec=input_spec, inputs=inputs, write_programs=write_programs,
         deploy_config=lambda shapes: (inference_yml(input_spec, shapes, labels, opts.name), labels_from),
-        expected=expected, shapes=shapes, labels=labels, rewrite=summary.to_dict() if summary else None)
+        expected=expected, shapes=shapes, labels=labels, rewrite=summary.to_dict() if summary else None,
+        tolerance=tolerance, grounded=grounded, eager_model=model)
 
 
 def parity_batches(input_spec: dict) -> dict[str, np.ndarray]:
@@ -805,7 +862,7 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
                 "onnx", _in_child, convert_to_onnx, str(program), str(params), str(stage / ONNX_FILE), opts.opset,
                 onnx_metadata(opts, prepared, outputs), [o["name"] for o in outputs], what="paddle2onnx",
                 detail=lambda i: f"{ONNX_FILE} (opset {i['opset']}, {sum(i['ops'].values())} nodes, "
-                                 f"{i['size'] / 2**20:.1f} MiB)")
+                                 f"{i['size'] / 2**20:.1f} MiB)" + (f"; {i['unsimplified']}" if "unsimplified" in i else ""))
         if opts.fp16:
             photos = next(k for k in inputs if k.startswith("photos"))
             onnx_info["fp16"] = steps.run(
@@ -817,16 +874,24 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
                                           detail=lambda i: f"{INT8_FILE} ({sum(i['quantized_ops'].values())} int8 "
                                                            f"ops, {i['size'] / 2**20:.1f} MiB; calibrated on "
                                                            f"{i['calibration']['source']})")
-        parity, io_names = steps.run(
-            "smoke-parity", smoke_parity, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
+        parity, io_names = _smoke_parity_grounded(
+            prepared, steps, stage, inputs, expected, no_legacy is None, opts.onnx, opts.fp16, opts.int8,
             reference_names is None,
-            detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" for rec in r[0]))
+            detail=lambda r: ", ".join(f"{rec['runtime']} rel {rec['rel_l2']:.1e}" + "".join(
+                f" ({w['config']} wrong: rel {w['rel_l2']:.1e})" for w in rec.get("wrong_configs", ())) for rec in r[0]))
         for fmt in ("paddle", "paddle-legacy"):  # an imported program's names, as its reference run saw them
             io_names.setdefault(fmt, reference_names)
         program = paddle_model_files(stage)[0].name
         formats = {"paddle": {"program": program, "params": PADDLE_PARAMS, **io_names["paddle"]},
                    "paddle-legacy": ({"program": LEGACY_PROGRAM, "params": PADDLE_PARAMS, **io_names["paddle-legacy"]}
                                      if no_legacy is None else {"not_written": no_legacy})}
+        inference_config = recorded_workaround(parity)
+        if inference_config:  # the configuration that computes the model right, for the deploy to use
+            formats["paddle"]["inference_config"] = inference_config
+            (stage / DEPLOY_CONFIG).write_text(deploy_config_with(text, inference_config))
+        inference_config = formats["paddle"].get("inference_config")  # an imported program's: its reference run's
+        if inference_config:
+            report(f"{'':<22}{inference_config['why']}")
         if opts.onnx:
             formats["onnx"] = {"file": ONNX_FILE, **io_names["onnx"]}
         if opts.fp16:
@@ -853,14 +918,39 @@ def _shape_text(shape: list) -> str:
     return "[" + ", ".join("N" if i == 0 and d is None else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
+def _smoke_parity_grounded(prepared: Prepared, steps: _Steps, *args, detail: Callable):
+    """The smoke check at the prepared bars; where a row misses them, or a Paddle Inference configuration
+    was found wrong by them, and the eager model's own rounding was not yet measured, again at the bars
+    grounded in it (recorded in the manifest's model section): no component is blamed for rounding."""
+    can_ground = prepared.grounded is not None and "tolerance" not in prepared.model
+    failure = None
+    try:
+        result = steps.run("smoke-parity", smoke_parity, *args, prepared.tolerance, prepared.eager_model, detail=detail)
+        if not (can_ground and any(rec.get("wrong_configs") for rec in result[0])):
+            return result
+    except ExportFailed as err:
+        if not can_ground:
+            raise
+        failure = err
+    tolerance, record = prepared.grounded()
+    if record is None or tolerance == prepared.tolerance:  # no larger bar: the first run's verdict stands
+        if failure:
+            raise failure
+        return result
+    prepared.model["tolerance"] = record
+    return steps.run("smoke-parity", smoke_parity, *args, tolerance, prepared.eager_model, detail=detail)
+
+
 def paddle_reference(stage: Path, inputs: dict, input_spec: dict) -> tuple[dict[str, list[np.ndarray]], list[list], dict]:
     """Paddle Inference's outputs on the programs in `stage` (an imported model has no eager one),
-    their shapes (`output_shapes`) and its input and output names; run as verify runs it, in a child."""
-    from .compare import CPU_FP32
+    their shapes (`output_shapes`) and its input and output names (and, where its default configuration
+    computes otherwise than the program run as written, the configuration it ran in:
+    `blame.literal_checked`); in a child."""
+    from .blame import literal_checked
     from .plan import paddle_row
 
     inputs = {**inputs, **shape_probe(input_spec)}
-    outcome = run_row(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs, None)
+    outcome, inference_config = literal_checked(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs)
     if outcome.ran is None:
         raise BadInput("Paddle Inference cannot run the imported program ("
                        + "; ".join(f"{f.get('config')}: {_error_line(f['error'], 160)}" for f in outcome.failed)
@@ -876,7 +966,8 @@ def paddle_reference(stage: Path, inputs: dict, input_spec: dict) -> tuple[dict[
                                f"({PADDLE_PARAMS}) and the input size")
     shapes = output_shapes(outcome.outputs, input_spec["shape"][0], "the imported program")
     outcome.outputs.pop("shape-probe", None)
-    return outcome.outputs, shapes, io_names(outcome)
+    return outcome.outputs, shapes, {**io_names(outcome),
+                                     **({"inference_config": inference_config} if inference_config else {})}
 
 
 def io_names(outcome) -> dict:

@@ -1,4 +1,5 @@
-"""ONNX post-processing: simplify, name the interface, describe, check; and the fp16 variant. Paddle-free."""
+"""ONNX post-processing: convert (paddle2onnx), simplify, name the interface, describe, check; and the fp16
+variant. Paddle-free."""
 from __future__ import annotations
 
 import copy
@@ -27,16 +28,41 @@ def _name_dynamic_dims(value: onnx.ValueInfoProto, names: tuple[str, ...]) -> No
             dim.dim_param = name
 
 
-def finalize(model: onnx.ModelProto, metadata: dict[str, str], outputs: list[str]) -> onnx.ModelProto:
-    """Simplified, interface named (`x` -> `outputs`, batch axis `batch`, the input's dynamic height
-    and width `height`, `width`), described, shape-inferred, checked.
+def converted(program: str, params: str, opset: int) -> onnx.ModelProto:
+    """paddle2onnx's graph of a Paddle inference program, as it writes it (run it in a child: the
+    converter can abort its process)."""
+    import paddle2onnx
+
+    try:
+        raw = paddle2onnx.export(program, params, None, opset_version=opset, auto_upgrade_opset=False,
+                                 enable_onnx_checker=True)
+    except UnboundLocalError:  # paddle2onnx logs its own failure, then returns an unbound variable
+        raw = None
+    if not isinstance(raw, bytes):
+        raise RuntimeError("paddle2onnx produced no model")
+    return onnx.load_from_string(raw)
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """onnxslim's simplification of `model`, or `model` as it is with why not.
 
     onnxslim folds the converter's constant subgraphs and bias Adds into Convs; what it produces
-    is checked by parity like everything else.
+    is checked by parity like everything else. It is a clean-up step: where it fails (onnxslim 0.1.98
+    raises "'list' object has no attribute 'nbytes'" folding the `If` subgraphs paddle2onnx writes
+    for a slice assignment, Swin's attention mask), the converter's graph is kept, not thrown away.
     """
     import onnxslim
 
-    model = onnxslim.slim(model)
+    try:
+        return onnxslim.slim(copy.deepcopy(model)), None
+    except Exception as err:  # onnxslim's own failure, whatever it is: the unsimplified graph is still the model
+        return model, (f"onnxslim failed ({type(err).__name__}: {' '.join(str(err).split())[:160]}): "
+                       "kept paddle2onnx's graph unsimplified")
+
+
+def finalize(model: onnx.ModelProto, metadata: dict[str, str], outputs: list[str]) -> onnx.ModelProto:
+    """Interface named (`x` -> `outputs`, batch axis `batch`, the input's dynamic height and width
+    `height`, `width`), described, shape-inferred, checked (after `simplify`)."""
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != len(outputs):
         raise ValueError(f"expected one input and {len(outputs)} outputs, got {len(graph.input)} and {len(graph.output)}")

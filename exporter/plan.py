@@ -59,20 +59,29 @@ class VerifyOptions:
     reference_evaluator: bool = True
     extra_rows: tuple[Row, ...] = ()       # runtimes of one's own (a "package.module:function" spec kind)
     eval_data: str | None = None           # a CIFAR-format tarball to measure top-1 accuracy on
+    export_rtol: float | None = None       # the bars the export checked the artifact at (manifest model.tolerance)
+    export_atol: float | None = None
 
     def tolerance(self, default: Tolerance) -> Tolerance:
-        """`default`, with the user's --rtol and --atol where given."""
-        return Tolerance(self.rtol or default.rel_l2, self.atol)
+        """`default`, with the user's --rtol and --atol where given (else those the export recorded, the
+        relative one as a floor: it never tightens TF32's)."""
+        return Tolerance(self.rtol or max(default.rel_l2, self.export_rtol or 0.0),
+                         self.atol if self.atol is not None else self.export_atol)
 
     def validate(self) -> None:
         """Bad options are exit 2 before any work (a NaN tolerance would fail everything, slowly)."""
-        for option, value in (("--rtol", self.rtol), ("--atol", self.atol)):
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise BadInput(f"{option} must be a finite number above 0, not {value}")
+        check_tolerances(self.rtol, self.atol)
         if not 0 <= self.threads <= MAX_THREADS:
             raise BadInput(f"--threads must be between 0 (all cores) and {MAX_THREADS}, not {self.threads}")
         if any(not 1 <= b <= MAX_BATCH for b in self.batch_sizes):
             raise BadInput(f"--batch-sizes must be between 1 and {MAX_BATCH}, not {','.join(map(str, self.batch_sizes))}")
+
+
+def check_tolerances(rtol: float | None, atol: float | None) -> None:
+    """--rtol and --atol (export's and verify's) are finite numbers above 0, or not given."""
+    for option, value in (("--rtol", rtol), ("--atol", atol)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise BadInput(f"{option} must be a finite number above 0, not {value}")
 
 
 def paddle_row(model_dir: Path, device: str, threads: int, tolerance: Tolerance, *, timed: bool,
@@ -182,18 +191,19 @@ def openvino_has_bf16() -> bool:
 
 
 def smoke_plan(stage: Path, legacy: bool, onnx: bool, fp16: bool, int8: bool, smoke: tuple[str, ...],
-               photos: tuple[str, ...], paddle: bool = True) -> dict[str, Row]:
+               photos: tuple[str, ...], paddle: bool = True, tolerance: Tolerance = CPU_FP32) -> dict[str, Row]:
     """The export's check before an artifact is written, by format: every file it would hold that
     computes, on the smoke batches (one per size) against the eager model (the fp16 and int8 variants on the
     photographs, with the top-1 agreement verify asks of them), with every reduced-precision CPU row
     verify will judge (OpenVINO on the int8 file, and in bf16): nothing is written that verify would
     fail. `paddle` False: the reference is Paddle Inference on the programs themselves (an imported
-    model), so they are not checked against it."""
-    rows = {"paddle": paddle_row(stage, "cpu", 0, CPU_FP32, timed=False, inputs=smoke)} if paddle else {}
+    model), so they are not checked against it. `tolerance`: the fp32 rows' (export's --rtol, --atol, or
+    the bar grounded in the model's own rounding, `cnnexport.precision`)."""
+    rows = {"paddle": paddle_row(stage, "cpu", 0, tolerance, timed=False, inputs=smoke)} if paddle else {}
     if legacy and paddle:
-        rows["paddle-legacy"] = paddleclas_row(stage, 0, CPU_FP32, inputs=smoke)
+        rows["paddle-legacy"] = paddleclas_row(stage, 0, tolerance, inputs=smoke)
     if onnx:
-        rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), CPU_FP32, smoke)
+        rows["onnx"] = Row(RuntimeSpec("onnxruntime", str(stage / ONNX_FILE)), tolerance, smoke)
     if fp16:
         rows["onnx-fp16"] = Row(RuntimeSpec("onnxruntime", str(stage / FP16_FILE), precision="fp16"), FP16, photos)
     if fp16 or int8:

@@ -54,7 +54,8 @@ def parity_rows(reports: list[VerifyReport]) -> list[list]:
             rows.append([rep.name, row.runtime, row.config or "",
                          f"{worst['rel_l2']:.1e}" if worst else "-", f"{worst['max_abs']:.1e}" if worst else "-",
                          f"{worst['cosine']:.7f}" if worst else "-", f"{worst['top1']:.0%}" if worst else "-",
-                         f"{worst['top5']:.0%}" if worst else "-", "pass" if row.passed else "FAIL: " + "; ".join(row.failures)[:120]])
+                         f"{worst['top5']:.0%}" if worst else "-",
+                         row.verdict if row.passed or not row.counted else "FAIL: " + "; ".join(row.failures)[:120]])
     return rows
 
 
@@ -142,6 +143,9 @@ def summary_lines(report: VerifyReport) -> list[str]:
         worst = row.worst
         figures = (f"rel L2 {worst['rel_l2']:.1e}  max abs {worst['max_abs']:.1e}  top-1 {worst['top1']:.0%}"
                    if worst else "")
+        if not row.counted:
+            lines.append(f"  skip {row.runtime:<40} {row.verdict} (not counted in the verdict)")
+            continue
         lines.append(f"  {'ok  ' if row.passed else 'FAIL'} {row.runtime:<40} {figures}")
         lines += [f"       {f}" for f in row.failures[:3]]
     if report.accuracy:

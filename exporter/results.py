@@ -50,7 +50,17 @@ class RowResult:
     crashes: list[dict] | None = None      # rows with fallbacks: every configuration failed
     crash: dict | None = None              # a row's only runtime failed to run
     spec: dict | None = None               # the row's runtime spec (runtimes.RuntimeSpec)
+    unsupported: str | None = None         # a checker that cannot run an op of the graph: why (skipped, not failed)
     localise: str | None = field(default=None, repr=False)  # the plan's localisation, not written
+
+    @property
+    def counted(self) -> bool:
+        """Whether the row takes part in the verdict: an unsupported row is skipped."""
+        return self.unsupported is None
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else f"unsupported: {self.unsupported}" if self.unsupported else "FAIL"
 
     def to_dict(self) -> dict:
         data = asdict(self)

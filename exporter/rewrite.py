@@ -31,8 +31,9 @@ from paddle import nn
 from .models.fusion import (BATCH_NORMS, FuseError, RewriteLog, bn_affine, count_params, fold_affine_into_next_conv,
                            fold_bn_into_conv, forward_hooks, is_unpadded, macs)
 
-from .compare import rel_l2
+from .compare import CPU_FP32, rel_l2
 from .images import hw
+from .precision import SPREAD_FACTOR, allowed, float64_outputs, spread
 
 __all__ = ["fuse", "FuseError", "RewriteSummary"]
 
@@ -57,6 +58,7 @@ class RewriteSummary:
     params_after: int = 0
     macs_before: int | None = None
     macs_after: int | None = None
+    fp32_rounding: float | None = None  # where the fold check needed float64: the fp32 model's distance from it
 
     @property
     def changed(self) -> bool:
@@ -109,14 +111,23 @@ def _reparameterise_foreign(layer: nn.Layer, log: RewriteLog) -> bool:
     for method, done in FOREIGN_REPARAMETERISATIONS:
         if callable(getattr(layer, method, None)):
             if not getattr(layer, done, False):
+                before = _fingerprint(layer)
                 try:
                     getattr(layer, method)()
                 except Exception as err:  # the model's own code: its failure is the model's, named as such
                     raise FuseError(f"{log.prefix or type(layer).__name__}: its {method}() failed "
                                     f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
-                log.rewritten("", f"{type(layer).__name__}.{method}()")
+                if _fingerprint(layer) != before:  # a call that changed nothing is no rewrite
+                    log.rewritten("", f"{type(layer).__name__}.{method}()")
             return True
     return False
+
+
+def _fingerprint(layer: nn.Layer) -> tuple:
+    """What a re-parameterisation changes: the sublayers, and the parameters (which, their shapes and sums)."""
+    return (tuple((name, type(sub).__name__) for name, sub in layer.named_sublayers()),
+            tuple((name, id(p), tuple(p.shape), float(np.asarray(p.numpy(), np.float64).sum()))
+                  for name, p in layer.named_parameters()))
 
 
 def _has_fuse_protocol(layer: nn.Layer) -> bool:
@@ -210,9 +221,11 @@ def _probe_unchanged(model: nn.Layer, pairs: list[tuple[nn.Layer, nn.Layer]], x:
         a.shape == b.shape and np.isfinite(a).all() and rel_l2(b, a) <= PROBE_RTOL for a, b in zip(probed, reference))
 
 
-def _fold_traced(model: nn.Layer, img_size: int | tuple[int, int], log: RewriteLog) -> dict[str, str]:
+def _fold_traced(model: nn.Layer, img_size: int | tuple[int, int],
+                 log: RewriteLog) -> tuple[dict[str, str], float | None]:
     """Fold conv -> BatchNorm pairs wherever the forward code makes them (not only in nn.Sequential).
-    Returns why each BN that the forward calls and that is left was not folded."""
+    Returns why each BN that the forward calls and that is left was not folded, and the fp32 model's
+    distance from its float64 outputs where the fold check measured it."""
     x = np.random.default_rng(0).standard_normal((2, 3, *hw(img_size)), dtype=np.float32)
     links, calls = _trace_conv_bn(model, x)
     layers = dict(model.named_sublayers())
@@ -228,7 +241,7 @@ def _fold_traced(model: nn.Layer, img_size: int | tuple[int, int], log: RewriteL
         else:
             candidates.append((conv_name, bn_name))
     if not candidates:
-        return reasons
+        return reasons, None
     reference = _forward(model, x)
 
     def probe_passes(names: list[tuple[str, str]], seed: int) -> bool:
@@ -237,21 +250,56 @@ def _fold_traced(model: nn.Layer, img_size: int | tuple[int, int], log: RewriteL
     # All at once first (one pass); when that moves the outputs, pair by pair to find the culprits.
     proven = candidates if probe_passes(candidates, 0) else [
         pair for i, pair in enumerate(candidates) if probe_passes([pair], i + 1)]
+    unfolded, folded = copy.deepcopy(model), []  # the unfolded model: the yardstick if the check below needs one
     for conv_name, bn_name in candidates:
         if (conv_name, bn_name) not in proven:
             reasons[bn_name] = f"{conv_name}'s output is read by more than this BatchNorm"
             continue
-        bn = layers[bn_name]
-        fold_bn_into_conv(layers[conv_name], bn)
-        parent_name, _, attr = bn_name.rpartition(".")
-        act = getattr(bn, "_act", None)
-        (layers[parent_name] if parent_name else model)._sub_layers[attr] = BN_ACTIVATIONS[act]() if act else nn.Identity()
+        _fold_pair(model, layers, conv_name, bn_name)
+        folded.append((conv_name, bn_name))
         log.folded(bn_name, into=conv_name)
-    after = _forward(model, x)
-    if not all(rel_l2(b, a) <= 1e-5 for a, b in zip(after, reference)):
-        raise FuseError("folding conv -> BatchNorm pairs changed the model's output (a BatchNorm is reached "
-                        "another way than through its parent): fuse without it")
-    return reasons
+    return reasons, _check_folds(unfolded, model, folded, x, reference)
+
+
+def _fold_pair(model: nn.Layer, layers: dict, conv_name: str, bn_name: str) -> None:
+    bn = layers[bn_name]
+    fold_bn_into_conv(layers[conv_name], bn)
+    parent_name, _, attr = bn_name.rpartition(".")
+    act = getattr(bn, "_act", None)
+    (layers[parent_name] if parent_name else model)._sub_layers[attr] = BN_ACTIVATIONS[act]() if act else nn.Identity()
+
+
+def _check_folds(unfolded: nn.Layer, model: nn.Layer, folded: list[tuple[str, str]], x: np.ndarray,
+                 reference: list[np.ndarray]) -> float | None:
+    """The folded `model` must compute what `unfolded` computes. Within the fixed bar in float32 it does;
+    otherwise both are run in float64, where only an inexact fold (a BatchNorm reached another way than
+    through its conv) moves the outputs by more than the folded weights' float32 rounding, which is
+    bounded by a few times the fp32 model's own distance from its float64 outputs (`cnnexport.precision`).
+    A fold refused names the first pair that alone moves them beyond, with the figures. Returns the fp32
+    model's distance from float64 where it was measured (the export then grounds its checks on it too)."""
+    def run(layer: nn.Layer) -> tuple[list[np.ndarray], bool]:
+        exact = float64_outputs(layer, [x])
+        return (exact[0], True) if exact is not None else (_forward(layer, x), False)
+
+    if all(rel_l2(b, a) <= CPU_FP32.rel_l2 for a, b in zip(_forward(model, x), reference)):
+        return None
+    truth, in_fp64 = run(unfolded)
+    model_spread = spread(truth, reference) if in_fp64 else None
+    bar, moved = allowed(model_spread), spread(truth, run(model)[0])
+    if moved <= bar:
+        return model_spread
+    culprit = f"{len(folded)} folds together"
+    for conv_name, bn_name in folded:
+        alone = copy.deepcopy(unfolded)
+        _fold_pair(alone, dict(alone.named_sublayers()), conv_name, bn_name)
+        if (distance := spread(truth, run(alone)[0])) > bar:
+            culprit, moved = f"{bn_name} into {conv_name}", distance
+            break
+    yardstick = (f"{SPREAD_FACTOR}x the fp32 model's own distance from its float64 output, {model_spread:.1e}, "
+                 f"and at least {CPU_FP32.rel_l2:.0e}" if in_fp64 else "the model cannot run in float64")
+    raise FuseError(f"folding {culprit} changes the model's output by rel L2 {moved:.1e}{' in float64' * in_fp64}, "
+                    f"beyond {bar:.1e} ({yardstick}): a BatchNorm is reached another way than through its parent; "
+                    "fuse without it")
 
 
 def _count_layers(model: nn.Layer) -> int:
@@ -281,7 +329,7 @@ def fuse(model: nn.Layer, img_size: int | tuple[int, int] | None = None,
     log = RewriteLog()
     _walk(model, log)
     model.eval()  # layers that a re-parameterisation method created are in training mode
-    traced = _fold_traced(model, img_size, log) if img_size is not None else None
+    traced, summary.fp32_rounding = _fold_traced(model, img_size, log) if img_size is not None else (None, None)
     summary.folded, summary.rewritten = log.records["folded"], log.records["rewritten"]
     reasons = {**(traced or {}), **{k["layer"]: k["reason"] for k in log.records["kept"]}}
     summary.kept = [  # with a trace, the BatchNorms the forward pass runs (a re-parameterised layer's spent branches are not)
@@ -292,4 +340,27 @@ def fuse(model: nn.Layer, img_size: int | tuple[int, int] | None = None,
     summary.layers_after, summary.params_after = _count_layers(model), count_params(model)
     if img_size is not None:
         summary.macs_after = macs(model, img_size)
+        summary.params_after -= _spent_params(model, img_size, [r["layer"] for r in summary.rewritten
+                                                                 if r["what"].endswith(FOREIGN_CALLS)])
     return model, summary
+
+
+FOREIGN_CALLS = tuple(f".{method}()" for method, _ in FOREIGN_REPARAMETERISATIONS)
+
+
+def _spent_params(model: nn.Layer, img_size: int | tuple[int, int], reparameterised: list[str]) -> int:
+    """Parameters of the branches a re-parameterisation method left in place but no longer runs (RepVGG's
+    `rbr_dense`, `rbr_1x1`): a forward pass calls no layer of theirs, and the exported program holds none."""
+    if not reparameterised:
+        return 0
+    called = set()
+    layers = [layer for _, layer in model.named_sublayers()]
+    x = np.zeros((1, 3, *hw(img_size)), np.float32)
+    _forward(model, x, pre_hooks=[(layer, lambda layer, inputs: called.add(id(layer))) for layer in layers])
+    layers_by_name = dict(model.named_sublayers(include_self=True))
+    spent = {}
+    for owner in reparameterised:
+        for _, sub in layers_by_name[owner].named_sublayers():
+            if not ({id(sub)} | {id(s) for s in sub.sublayers()}) & called:
+                spent.update((id(p), int(np.prod(p.shape))) for p in sub.parameters())
+    return sum(spent.values())

@@ -6,6 +6,7 @@ failure, with its signal, and the next attempt is tried.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,15 +54,39 @@ def run_row(row: Row, inputs: dict[str, np.ndarray], bench_plan: BenchPlan | Non
     return Outcome(None, failed=failed)
 
 
+# A runtime that cannot run an op of the graph says nothing about what the graph computes: its row is
+# `unsupported`, not failed. onnx's ReferenceEvaluator (a second opinion, not a deploy runtime) raises a
+# Python exception for what it does not implement ("AssertionError: ceil_mode is not supported with
+# auto_pad", a ValueError inside SequenceMap); OpenVINO's ONNX frontend reports the ops it cannot
+# convert (OpConversionFailure, "No conversion rule found for operations: SequenceMap-17, ...").
+_OPENVINO_UNCONVERTED = re.compile(r"(?:No conversion rule found for operations|Conversion is failed for): (.+)")
+
+
+def unsupported_reason(spec: RuntimeSpec, failure: dict) -> str | None:
+    """Why `spec`'s runtime could not run the graph, where its error says that it lacks an op; None otherwise
+    (a crash, with its signal, is a failure whatever the runtime)."""
+    error = failure["error"]
+    if "signal" in failure:
+        return None
+    if spec.kind == "onnx-reference":
+        return error.removeprefix(f"{spec.label}: ").strip().splitlines()[0]
+    if spec.kind == "openvino" and "OpConversionFailure" in error:
+        ops = [op.strip() for found in _OPENVINO_UNCONVERTED.findall(error) for op in found.split(",")]
+        return f"OpenVINO cannot convert {', '.join(dict.fromkeys(ops)) or 'an op of the graph'}"
+    return None
+
+
 def judge_row(row: Row, outcome: Outcome, reference: dict[str, list[np.ndarray]]) -> RowResult:
-    """The row's result: the comparator's verdict on what ran, or why nothing did."""
+    """The row's result: the comparator's verdict on what ran, or why nothing did (a checker that lacks an
+    op of the graph is `unsupported`: skipped, not failed)."""
     if outcome.ran is None:
         if row.fallbacks:
             tried = "; ".join(f"{f['config']}: {f['error']}" for f in outcome.failed)
             return RowResult(row.spec.label, False, [f"{row.spec.label} failed in every configuration: {tried}"],
                              crashes=outcome.failed, spec=row.spec.to_dict())
         (failure,) = outcome.failed
-        return RowResult(row.spec.label, False, [failure["error"]], crash=failure, spec=row.spec.to_dict())
+        return RowResult(row.spec.label, False, [failure["error"]], crash=failure, spec=row.spec.to_dict(),
+                         unsupported=unsupported_reason(row.spec, failure))
     result = judge(outcome.ran.label, reference, outcome.outputs, row.tolerance)
     if row.fallbacks:
         result.config, result.failed_configs = outcome.ran.config_name, outcome.failed

@@ -18,9 +18,11 @@ from pathlib import Path
 from . import accuracy
 from .artifact import ONNX_FILE, PADDLE_PARAMS, VERIFY_REPORT, Manifest, integrity_problems, locked, sweep_leftovers, write_json
 from .bench import BenchPlan
+from .blame import deploy_rows
 from .device import paddle_available, paddle_has_gpu
 from .divergence import changed_weights, localise
 from .plan import DEFAULT_BATCH_SIZES, VerifyOptions, reference_evaluator_skipped, verify_plan
+from .precision import recorded_tolerance
 from .reference import reference_for
 from .results import VerifyReport, recommend
 from .run import judge_row, run_row
@@ -48,6 +50,8 @@ def verify_artifact(root: Path, opts: VerifyOptions, device: str,
 def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Callable[[str], None],
                    eval_set, layer) -> VerifyReport:
     manifest = Manifest.load(root)
+    export_rtol, export_atol = recorded_tolerance(manifest)
+    opts = dataclasses.replace(opts, export_rtol=export_rtol, export_atol=export_atol)
     progress("integrity")
     problems = integrity_problems(root, manifest)
     progress("reference")
@@ -59,6 +63,7 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
     rows = verify_plan(root, device, opts, ref.inputs, eager=eager, imported=manifest.imported or manifest.from_object,
                        paddle_device=paddle_device,
                        tensorrt=paddle_device == "gpu" and paddle_has_tensorrt())
+    rows, deploy_notes = deploy_rows(rows, manifest)  # the Paddle Inference configuration the artifact is deployed in
 
     results, timings, failed = list(ref.rows), [], []
     for row in rows:
@@ -79,9 +84,9 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
             progress(f"changed weights in {rel}")
             weight_changes.append(changed_weights(root, rel, manifest, ref.eager_model))
 
-    measured, notes = None, list(ref.notes)
-    skipped = opts.reference_evaluator and (root / ONNX_FILE).is_file() and reference_evaluator_skipped(root / ONNX_FILE)
-    notes += [skipped] if skipped else []
+    measured, notes = None, list(ref.notes) + deploy_notes
+    slow = opts.reference_evaluator and (root / ONNX_FILE).is_file() and reference_evaluator_skipped(root / ONNX_FILE)
+    notes += [slow] if slow else []
     if eval_set is not None and eager:
         progress("accuracy")
         measured = accuracy.measure(root, manifest, eval_set, opts.eval_data, ref.eager_model, opts.threads)
@@ -93,7 +98,7 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
         paddle=paddle_available(), integrity=list(problems.values()), changed_weights=weight_changes,
         notes=notes, reference=ref.source, inputs={k: list(v.shape) for k, v in ref.inputs.items()},
         bench_plan=dataclasses.asdict(bench_plan) if bench_plan else None, rows=results, divergence=divergences,
-        timings=timings, passed=not problems and all(r.passed for r in results),
+        timings=timings, passed=not problems and all(r.passed for r in results if r.counted),
         verified=time.strftime("%Y-%m-%dT%H:%M:%S%z"), accuracy=measured, outputs=manifest.outputs,
         sizes=[list(size) for size in manifest.sizes],
         recommendation=recommend(results, timings) if bench_plan else None)
