@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from cnnexport.artifact import shape_text
 from cnnexport.cli import main as cnnexport
 from tests import dense_nets
 
@@ -32,10 +33,6 @@ CASES = [
      ["--fp16"]),
     ("db int8", "db", False, dense_nets.paddleocr_det_inference_yml, "320", ["--int8"]),
 ]
-
-
-def _shape(shape: list) -> str:
-    return "[" + ", ".join("N" if i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def run_case(root: Path, name: str, net: str, legacy: bool, config, sizes: str, options: list[str]) -> list:
@@ -56,7 +53,7 @@ def run_case(root: Path, name: str, net: str, legacy: bool, config, sizes: str, 
     rows = [r for r in report["rows"] if r.get("worst")]
     fp32 = [r for r in rows if r["tolerance"]["top1_agreement"] == 1.0]
     reduced = [r for r in rows if r["tolerance"]["top1_agreement"] < 1.0]
-    outputs = ", ".join(f"{o['name']} {_shape(o['shape'])}" for o in manifest["output"]["outputs"])
+    outputs = ", ".join(f"{o['name']} {shape_text(o['shape'])}" for o in manifest["output"]["outputs"])
     return [name, outputs, ", ".join(f"{h}x{w}" for h, w in manifest["input"]["sizes"]), len(report["rows"]),
             f"{max(r['worst']['rel_l2'] for r in fp32):.1e}", f"{min(r['worst']['top1'] for r in fp32):.2%}",
             f"{min(r['worst']['top1'] for r in reduced):.2%}" if reduced else "-",

@@ -190,6 +190,11 @@ def output_names(shapes: list[list]) -> list[str]:
     return [f"output_{i}" for i in range(len(shapes))]
 
 
+def shape_text(shape: list) -> str:
+    """An output's shape as reports write it: `[N, 4, ?, ?]` (N the batch, ? an axis that follows the input's size)."""
+    return "[" + ", ".join(str(d) if d is not None else "N" if i == 0 else "?" for i, d in enumerate(shape)) + "]"
+
+
 def _is_side(value) -> bool:
     return _is_int(value) and 1 <= value <= 4096
 

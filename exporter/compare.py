@@ -103,9 +103,9 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
     """Errors of `candidate` against `reference`, arrays of the same shape, [N, ...].
 
     top1 is the fraction of decisions that agree (images' classes, pixels' classes; near-ties
-    excepted, `decision_agreement`). top5, for
-    [N, classes] logits, the fraction of samples whose top-5 class sets are equal (as sets: the
-    order of near-ties inside the top 5 is not a conversion error); top1 again for other outputs.
+    excepted, `decision_agreement`). top5, for [N, classes] logits, the fraction of samples whose
+    top-5 class sets are equal (as sets: the order of near-ties inside the top 5 is not a conversion
+    error); top1 again for other outputs.
     """
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)

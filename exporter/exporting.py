@@ -28,7 +28,7 @@ from . import int8 as int8_variant
 from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
                        artifact_name, check_replaceable, describe_files, input_section, output_names, sha256,
-                       staged_directory, writable_directory)
+                       shape_text, staged_directory, writable_directory)
 from .blame import deploy_config_with, paddle2onnx_refusal, paddle_until_right, recorded_workaround
 from .compare import CPU_FP32, FP16, Tolerance
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
@@ -639,7 +639,7 @@ def onnx_metadata(opts: ExportOptions, prepared: Prepared, outputs: list[dict]) 
             "input": f"x float32 NCHW [{opts.static_batch or 'batch'},3,{height},{width}]",
             "input_size": ",".join(size_name(size) for size in spec["sizes"]),
             **({"num_classes": str(classes)} if classes else {}),
-            "outputs": "; ".join(f"{o['name']} {_shape_text(o['shape'])}" for o in outputs),
+            "outputs": "; ".join(f"{o['name']} {shape_text(o['shape'])}" for o in outputs),
             "normalisation": f"x = (rgb/255 - mean) / std; mean={spec['mean']} std={spec['std']}",
             **{f"kwargs.{k}": json.dumps(v) for k, v in model["kwargs"].items()},
             "weights_sha256": prepared.weights["sha256"] or "none (fresh init)",
@@ -854,7 +854,7 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
         (stage / DEPLOY_CONFIG).write_text(text)
         report(f"{'deploy-config':<22}{DEPLOY_CONFIG} (class names: {labels_from})")
         if len(outputs) > 1 or classifier_classes(shapes) is None:
-            report(f"{'outputs':<22}" + ", ".join(f"{o['name']} {_shape_text(o['shape'])}" for o in outputs))
+            report(f"{'outputs':<22}" + ", ".join(f"{o['name']} {shape_text(o['shape'])}" for o in outputs))
         onnx_info = None
         if opts.onnx:
             program, params = paddle_model_files(stage)
@@ -912,10 +912,6 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
         report(f"{'':<22}its height and width are dynamic: give --img-size two or more sizes (e.g. {sizes},"
                f"{2 * input_spec['sizes'][0][0]}x{input_spec['sizes'][0][1]}) to check it at others")
     return manifest
-
-
-def _shape_text(shape: list) -> str:
-    return "[" + ", ".join("N" if i == 0 and d is None else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def _smoke_parity_grounded(prepared: Prepared, steps: _Steps, *args, detail: Callable):

@@ -121,7 +121,8 @@ def folder_photos(directory: str | Path) -> dict[str, np.ndarray]:
     return decode_files(paths)
 
 
-def preprocess(images: dict[str, np.ndarray], input_spec: dict, size: int | tuple[int, int] | None = None) -> np.ndarray:
+def preprocess(images: dict[str, np.ndarray], input_spec: dict,
+               size: int | tuple[int, int] | None = None) -> np.ndarray:
     """HWC uint8 RGB -> [N, 3, H, W] float32 at `size` (by default the first size the input is checked
     at): in the input's colour order, resized (bilinear), scaled to [0, 1], normalised per channel."""
     from PIL import Image
@@ -160,7 +161,8 @@ def sized_inputs(input_spec: dict, make) -> dict[str, np.ndarray]:
     sizes = input_sizes(input_spec)
     if len(sizes) == 1:
         return make(sizes[0])
-    return {f"{name}@{height}x{width}": batch for height, width in sizes for name, batch in make((height, width)).items()}
+    return {f"{name}@{height}x{width}": batch
+            for height, width in sizes for name, batch in make((height, width)).items()}
 
 
 def photo_inputs(images: dict[str, np.ndarray], input_spec: dict) -> dict[str, np.ndarray]:

@@ -10,10 +10,10 @@ judged against. The input size and normalisation are read from the directory's d
 PaddleClas's, PaddleX's or PaddleOCR's `inference.yml` (kept as the artifact's), or PaddleSeg's
 `deploy.yaml`; else the artifact's `inference.yml` is written from `--img-size`, `--mean` and
 `--std`. A program whose input fixes H and W says the size itself, and any two of these that are
-given must agree; a program of dynamic H and W is checked at each `--img-size` given. Every file is checked before use: the config is
-YAML of the PaddleClas/PaddleX schema and a bounded size, the program is of a bounded size and
-first run by Paddle Inference in a child process, so a crafted file that crashes Paddle is a
-refusal, not our death.
+given must agree; a program of dynamic H and W is checked at each `--img-size` given. Every file
+is checked before use: the config is YAML of those tools' schemas and a bounded size, the program
+is of a bounded size and first run by Paddle Inference in a child process, so a crafted file that
+crashes Paddle is a refusal, not our death.
 """
 from __future__ import annotations
 
@@ -72,8 +72,8 @@ def _number(value, what: str, path: Path) -> float:
     return number
 
 
-def _load_yaml(path: Path, bad) -> object:
-    """A deploy config's YAML, read safely: no links, a bounded size, no alias bomb, no Python tags."""
+def _load_yaml(path: Path, bad) -> tuple[str, object]:
+    """A deploy config's text and YAML, read safely: no links, a bounded size, no alias bomb, no Python tags."""
     import yaml
 
     if path.is_symlink() or path.stat().st_size > MAX_CONFIG_BYTES:
@@ -106,8 +106,9 @@ def _side_pair(value, order: str, bad) -> tuple[int, int] | None:
     else:
         pair = None
     if pair is None or not all(1 <= side <= MAX_INPUT_SIZE for side in pair):
-        raise bad(f"the crop or resize size {_short(value)} is not a side or {'[width, height]' if order == 'wh' else '[3, height, width]'} "
-                  f"of integers from 1 to {MAX_INPUT_SIZE}")
+        pair_form = "[width, height]" if order == "wh" else "[3, height, width]"
+        raise bad(f"the crop or resize size {_short(value)} is not a side or {pair_form} of integers from 1 to "
+                  f"{MAX_INPUT_SIZE}")
     return pair
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .artifact import (CHART_PNG, REPORT_MD, VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sha256,
-                       sweep_leftovers)
+                       shape_text, sweep_leftovers)
 from .compare import decision_kind
 from .images import size_name
 from .results import Recommendation, Timing, VerifyReport
@@ -124,8 +124,8 @@ def interface_line(report: VerifyReport) -> str | None:
     outputs, sizes = report.outputs or [], report.sizes or []
     if len(sizes) <= 1 and len(outputs) == 1 and len(outputs[0]["shape"]) == 2:
         return None
-    shown = ", ".join(f"{o['name']} [{', '.join('N' if i == 0 else '?' if d is None else str(d) for i, d in enumerate(o['shape']))}]"
-                      f" ({decision_kind(tuple(1 if d is None else d for d in o['shape']))})" for o in outputs)
+    shown = ", ".join(f"{o['name']} {shape_text(o['shape'])} ({decision_kind(tuple(d or 1 for d in o['shape']))})"
+                      for o in outputs)
     return f"checked at {', '.join(size_name(tuple(s)) for s in sizes)}; outputs: {shown}"
 
 
