@@ -48,11 +48,16 @@ def paddle_until_right(row: Row, inputs: dict[str, np.ndarray], expected: dict,
         result = judge_row(tried, outcome, expected)
         if result.passed or outcome.ran is None:
             return (outcome, result) if result.passed or first is None else first
-        wrong.append({"config": outcome.ran.config_name, "rel_l2": result.worst["rel_l2"],
-                      "max_abs": result.worst["max_abs"], "top1": result.worst["top1"]})
+        wrong.append(_wrong_config(outcome, result))
         first = first or (outcome, result)
         attempts = attempts[attempts.index(outcome.ran) + 1:]
     return first
+
+
+def _wrong_config(outcome: Outcome, result: RowResult) -> dict:
+    """The record of a Paddle Inference configuration that ran and disagreed: its name and figures."""
+    return {"config": outcome.ran.config_name, "rel_l2": result.worst["rel_l2"], "max_abs": result.worst["max_abs"],
+            "top1": result.worst["top1"]}
 
 
 def avoiding(row: Row, wrong: list[dict]) -> Row:
@@ -195,8 +200,7 @@ def literal_checked(row: Row, inputs: dict[str, np.ndarray]) -> tuple[Outcome, d
         result = judge_row(dataclasses.replace(row, fallbacks=(outcome.ran,)), outcome, truth.outputs)
         if result.passed:
             break
-        wrong.append({"config": outcome.ran.config_name, "rel_l2": result.worst["rel_l2"],
-                      "max_abs": result.worst["max_abs"], "top1": result.worst["top1"]})
+        wrong.append(_wrong_config(outcome, result))
         attempts = attempts[attempts.index(outcome.ran) + 1:]
         outcome = run_row(dataclasses.replace(row, fallbacks=attempts), inputs, None)
     if outcome.ran is None:

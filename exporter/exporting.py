@@ -847,8 +847,11 @@ def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, repor
         names, no_legacy = prepared.write_programs(stage)
         expected, shapes, reference_names = prepared.expected, prepared.shapes, None
         if expected is None:
-            expected, shapes, reference_names = steps.run("reference", paddle_reference, stage, inputs, input_spec,
-                                                          detail=lambda r: "Paddle Inference on the imported program")
+            probe = shape_probe(input_spec)
+            computed, reference_names = steps.run("reference", paddle_reference, stage, {**inputs, **probe},
+                                                  detail=lambda r: "Paddle Inference on the imported program")
+            shapes = output_shapes(computed, batch_dim, "the imported program")
+            expected = {k: v for k, v in computed.items() if k not in probe}
         outputs = [{"name": name, "shape": shape} for name, shape in zip(output_names(shapes), shapes)]
         text, labels_from = prepared.deploy_config(shapes)
         (stage / DEPLOY_CONFIG).write_text(text)
@@ -937,15 +940,13 @@ def _smoke_parity_grounded(prepared: Prepared, steps: _Steps, *args, detail: Cal
     return steps.run("smoke-parity", smoke_parity, *args, tolerance, prepared.eager_model, detail=detail)
 
 
-def paddle_reference(stage: Path, inputs: dict, input_spec: dict) -> tuple[dict[str, list[np.ndarray]], list[list], dict]:
-    """Paddle Inference's outputs on the programs in `stage` (an imported model has no eager one),
-    their shapes (`output_shapes`) and its input and output names (and, where its default configuration
-    computes otherwise than the program run as written, the configuration it ran in:
-    `blame.literal_checked`); in a child."""
+def paddle_reference(stage: Path, inputs: dict) -> tuple[dict[str, list[np.ndarray]], dict]:
+    """Paddle Inference's outputs on the programs in `stage` (an imported model has no eager one) and
+    its input and output names (and, where its default configuration computes otherwise than the
+    program run as written, the configuration it ran in: `blame.literal_checked`); in a child."""
     from .blame import literal_checked
     from .plan import paddle_row
 
-    inputs = {**inputs, **shape_probe(input_spec)}
     outcome, inference_config = literal_checked(paddle_row(stage, "cpu", 0, CPU_FP32, timed=False), inputs)
     if outcome.ran is None:
         raise BadInput("Paddle Inference cannot run the imported program ("
@@ -960,10 +961,7 @@ def paddle_reference(stage: Path, inputs: dict, input_spec: dict) -> tuple[dict[
             if not np.isfinite(output).all():
                 raise BadInput(f"{what} NaN or Inf on the {name} input: check its parameters "
                                f"({PADDLE_PARAMS}) and the input size")
-    shapes = output_shapes(outcome.outputs, input_spec["shape"][0], "the imported program")
-    outcome.outputs.pop("shape-probe", None)
-    return outcome.outputs, shapes, {**io_names(outcome),
-                                     **({"inference_config": inference_config} if inference_config else {})}
+    return outcome.outputs, {**io_names(outcome), **({"inference_config": inference_config} if inference_config else {})}
 
 
 def io_names(outcome) -> dict:

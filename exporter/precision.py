@@ -24,12 +24,13 @@ def float64_outputs(model, batches: list[np.ndarray]) -> list[list[np.ndarray]] 
     try:
         twin = copy.deepcopy(model)
         twin.to(dtype="float64")
-        return _outputs(twin, [batch.astype(np.float64) for batch in batches])
+        return forward_outputs(twin, [batch.astype(np.float64) for batch in batches])
     except Exception:  # the model's own code: whatever it raises in float64, there is no fp64 yardstick
         return None
 
 
-def _outputs(model, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+def forward_outputs(model, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """An eager model's outputs on each batch: its one tensor, or its tuple or list of them, in order."""
     import paddle
 
     with paddle.no_grad():
@@ -74,7 +75,7 @@ def grounded_tolerance(model, inputs: dict[str, np.ndarray], input_spec: dict,
     exact = float64_outputs(model, batches)
     if exact is None:
         return given_tolerance(None, atol)
-    model_spread = max(rel_l2(e[n], r[n]) for es, rs in zip(exact, _outputs(model, batches))
+    model_spread = max(rel_l2(e[n], r[n]) for es, rs in zip(exact, forward_outputs(model, batches))
                        for e, r in zip(es, rs) for n in range(len(e)))
     tolerance = Tolerance(allowed(model_spread), atol)
     return tolerance, {"rel_l2": tolerance.rel_l2, "atol": atol, "fp32_rounding": model_spread,

@@ -17,7 +17,7 @@ from .artifact import REFERENCE_FILE, ArtifactError, Manifest, atomic_write, sha
 from .compare import CPU_FP32, Tolerance, judge, output_keys
 from .device import paddle_available
 from .images import folder_photos, photo_inputs, random_batch, sample_photos, sized_inputs
-from .precision import recorded_tolerance
+from .precision import forward_outputs, recorded_tolerance
 from .results import RowResult
 
 MULTI_BATCH = 4
@@ -41,17 +41,9 @@ def parity_inputs(manifest: Manifest, images_dir: str | None = None) -> dict[str
     return {**sized_inputs(manifest.input, random_at), **photo_inputs(photos, manifest.input)}
 
 
-def outputs_of(result) -> list[np.ndarray]:
-    """An eager forward's result as the model's outputs: one tensor, or a tuple or list of them in order."""
-    return [tensor.numpy() for tensor in (result if isinstance(result, (tuple, list)) else [result])]
-
-
 def eager_run(model, inputs: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     """An eager Paddle model's outputs on each input batch."""
-    import paddle
-
-    with paddle.no_grad():
-        return {k: outputs_of(model(paddle.to_tensor(v))) for k, v in inputs.items()}
+    return dict(zip(inputs, forward_outputs(model, list(inputs.values()))))
 
 
 class StaleWeights(Exception):
@@ -94,7 +86,7 @@ def paddle_side(root: Path, manifest: Manifest, inputs: dict, layer=None) -> tup
         source = ("Paddle Inference (imported program)" if manifest.imported else
                   f"Paddle Inference (the artifact's program: {manifest.name} was exported from a Layer object, "
                   "so there is no eager model to rebuild; verify(artifact, model=layer) checks against it)")
-        return paddle_reference(root, inputs, manifest.input)[0], [], None, source
+        return paddle_reference(root, inputs)[0], [], None, source
     plain, folded, eager_model = eager_outputs(manifest, inputs, layer)
     fold_bar = max(CPU_FP32.rel_l2, recorded_tolerance(manifest)[0] or 0.0)  # the export's, for a sensitive model
     return plain, [judge("eager-fused/cpu", plain, folded, Tolerance(fold_bar))], eager_model, "eager (unfused)"

@@ -85,8 +85,9 @@ def _verify_locked(root: Path, opts: VerifyOptions, device: str, progress: Calla
             weight_changes.append(changed_weights(root, rel, manifest, ref.eager_model))
 
     measured, notes = None, list(ref.notes) + deploy_notes
-    slow = opts.reference_evaluator and (root / ONNX_FILE).is_file() and reference_evaluator_skipped(root / ONNX_FILE)
-    notes += [slow] if slow else []
+    left_out = not any(row.spec.kind == "onnx-reference" for row in rows)
+    if opts.reference_evaluator and (root / ONNX_FILE).is_file() and left_out:
+        notes.append(reference_evaluator_skipped(root / ONNX_FILE))  # why the plan left the row out
     if eval_set is not None and eager:
         progress("accuracy")
         measured = accuracy.measure(root, manifest, eval_set, opts.eval_data, ref.eager_model, opts.threads)
