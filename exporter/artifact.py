@@ -182,10 +182,15 @@ def input_section(batch: int | None, sizes: list[tuple[int, int]], mean, std, sc
             "dynamic_batch": batch is None, "sizes": sizes}
 
 
+def classifier_classes(shapes: list[list]) -> int | None:
+    """The number of classes of a classifier (one output, [N, classes]); None for any other model."""
+    return shapes[0][1] if len(shapes) == 1 and len(shapes[0]) == 2 else None
+
+
 def output_names(shapes: list[list]) -> list[str]:
     """The names cnnexport gives a model's outputs (the ONNX file's, the manifest's): a classifier's
     one [N, classes] output is `logits`; any other model's are `output_0`, `output_1`, ..."""
-    if len(shapes) == 1 and len(shapes[0]) == 2:
+    if classifier_classes(shapes) is not None:
         return ["logits"]
     return [f"output_{i}" for i in range(len(shapes))]
 
@@ -295,7 +300,7 @@ class Manifest:
     @property
     def classifier(self) -> bool:
         """One [N, classes] output: an image classifier, whose top-1 accuracy can be measured."""
-        return len(self.outputs) == 1 and len(self.outputs[0]["shape"]) == 2
+        return classifier_classes([out["shape"] for out in self.outputs]) is not None
 
     @property
     def num_classes(self) -> int:

@@ -27,8 +27,8 @@ import numpy as np
 from . import int8 as int8_variant
 from . import isolate
 from .artifact import (DEPLOY_CONFIG, FP16_FILE, INT8_FILE, LEGACY_PROGRAM, ONNX_FILE, PADDLE_PARAMS, PADDLE_PROGRAM, Manifest,
-                       artifact_name, check_replaceable, describe_files, input_section, output_names, sha256,
-                       shape_text, staged_directory, writable_directory)
+                       artifact_name, check_replaceable, describe_files, classifier_classes, input_section,
+                       output_names, sha256, shape_text, staged_directory, writable_directory)
 from .blame import deploy_config_with, paddle2onnx_refusal, paddle_until_right, recorded_workaround
 from .compare import CPU_FP32, FP16, Tolerance
 from .errors import MACHINE_WRITE_ERRORS, BadInput, ExportFailed, ModelExited
@@ -829,11 +829,6 @@ def parity_batches(input_spec: dict) -> dict[str, np.ndarray]:
     batch = input_spec["shape"][0] or SMOKE_BATCH
     return {**sized_inputs(input_spec, lambda size: {"smoke": random_batch(batch, size, SMOKE_SEED)}),
             **photo_inputs(sample_photos(), input_spec)}
-
-
-def classifier_classes(shapes: list[list]) -> int | None:
-    """The number of classes of a classifier (one output, [N, classes]); None for any other model."""
-    return shapes[0][1] if len(shapes) == 1 and len(shapes[0]) == 2 else None
 
 
 def write_artifact(opts: ExportOptions, prepared: Prepared, steps: _Steps, report: Callable[[str], None]) -> Manifest:

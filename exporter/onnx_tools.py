@@ -184,11 +184,10 @@ def _for_fp16_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     read = {name for node in graph.node for name in node.input}
     for output in graph.output:
         if output.name in read:
-            inner = f"{output.name}.inner"
-            for node in graph.node:
-                node.input[:] = [inner if name == output.name else name for name in node.input]
-                node.output[:] = [inner if name == output.name else name for name in node.output]
-            graph.node.append(onnx.helper.make_node("Identity", [inner], [output.name], name=f"{output.name}.identity"))
+            name = output.name
+            _rename_value(graph, name, f"{name}.inner")
+            output.name = name  # the graph's output keeps its name, now the Identity's
+            graph.node.append(onnx.helper.make_node("Identity", [f"{name}.inner"], [name], name=f"{name}.identity"))
     return model
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .artifact import (CHART_PNG, REPORT_MD, VERIFY_REPORT, artifact_name, atomic_write, finished_artifacts, sha256,
-                       shape_text, sweep_leftovers)
+                       classifier_classes, shape_text, sweep_leftovers)
 from .compare import decision_kind
 from .images import size_name
 from .results import Recommendation, Timing, VerifyReport
@@ -122,7 +122,7 @@ def _recommendation_lines(report: VerifyReport) -> list[str]:
 def interface_line(report: VerifyReport) -> str | None:
     """The sizes checked and the outputs, for a model that is not a one-size classifier."""
     outputs, sizes = report.outputs or [], report.sizes or []
-    if len(sizes) <= 1 and len(outputs) == 1 and len(outputs[0]["shape"]) == 2:
+    if len(sizes) <= 1 and classifier_classes([out["shape"] for out in outputs]) is not None:
         return None
     shown = ", ".join(f"{o['name']} {shape_text(o['shape'])} ({decision_kind(tuple(d or 1 for d in o['shape']))})"
                       for o in outputs)
@@ -210,6 +210,7 @@ def report_text(reports: list[VerifyReport], skipped: list[str], chart: bool) ->
     from tabulate import tabulate
 
     threads = sorted({rep.threads for rep in reports})
+    interfaces = [(rep.name, line) for rep in reports if (line := interface_line(rep))]
     lines = [
         "# cnnexport verification report", "",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `cnnexport verify` on {_machine()}. "
@@ -220,8 +221,7 @@ def report_text(reports: list[VerifyReport], skipped: list[str], chart: bool) ->
         "## Parity (worst over all parity batches: random images at batch 1 and 4, real photographs)", "",
         "`top-1`: the agreement of each output's decision: the class of each image, or of each pixel of a map "
         "(argmax over channels; a one-channel map thresholded).", "",
-        *[f"- {rep.name}: {line}" for rep in reports if (line := interface_line(rep))],
-        *([""] if any(interface_line(rep) for rep in reports) else []),
+        *[f"- {name}: {line}" for name, line in interfaces], *([""] if interfaces else []),
         tabulate(parity_rows(reports), headers=["artifact", "runtime", "config", "rel L2", "max abs", "cosine",
                                                  "top-1", "top-5", "result"], tablefmt="github"), "",
     ]
